@@ -1,0 +1,41 @@
+# The two commands of the README, and the checks CI runs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: demo test install services check lint typecheck pytest clean
+
+## Run the sample app on the embedded default (SQLite, no servers).
+demo: install
+	$(PY) -m sample_app demo
+
+## Install, start PostgreSQL and Kafka, run every check and the whole test suite.
+test: install services check pytest
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+# EVENTSOURCE_EXTERNAL_SERVICES=1 (with the two URLs set) uses services that run elsewhere.
+services: install
+	@if [ -n "$$EVENTSOURCE_EXTERNAL_SERVICES" ]; then echo "using external services"; \
+	else PYTHON=$(PY) bash scripts/services.sh up; fi
+
+check: lint typecheck
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy --strict eventsource
+
+pytest: install
+	eval "$$(bash scripts/services.sh env)" && $(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

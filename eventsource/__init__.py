@@ -1,0 +1,51 @@
+"""eventsource: event sourcing for services that integrate through Kafka.
+
+The public API; everything else is machinery that applications never import.
+"""
+
+from eventsource.aggregates import Aggregate as Aggregate
+from eventsource.aggregates import Repository as Repository
+from eventsource.aggregates import caused_by as caused_by
+from eventsource.aggregates import on as on
+from eventsource.errors import AggregateNotFound as AggregateNotFound
+from eventsource.errors import ConcurrencyError as ConcurrencyError
+from eventsource.errors import ConfigurationError as ConfigurationError
+from eventsource.errors import DecodeError as DecodeError
+from eventsource.errors import EncodeError as EncodeError
+from eventsource.errors import EventSourceError as EventSourceError
+from eventsource.errors import EventTooLarge as EventTooLarge
+from eventsource.errors import InvalidAggregateId as InvalidAggregateId
+from eventsource.errors import MissingHandler as MissingHandler
+from eventsource.errors import StoreError as StoreError
+from eventsource.errors import UnknownEventType as UnknownEventType
+from eventsource.events import Event as Event
+from eventsource.events import StoredEvent as StoredEvent
+from eventsource.events import upcaster as upcaster
+from eventsource.settings import Settings as Settings
+from eventsource.store import EventStore as EventStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Aggregate",
+    "AggregateNotFound",
+    "ConcurrencyError",
+    "ConfigurationError",
+    "DecodeError",
+    "EncodeError",
+    "Event",
+    "EventSourceError",
+    "EventStore",
+    "EventTooLarge",
+    "InvalidAggregateId",
+    "MissingHandler",
+    "Repository",
+    "Settings",
+    "StoreError",
+    "StoredEvent",
+    "UnknownEventType",
+    "__version__",
+    "caused_by",
+    "on",
+    "upcaster",
+]

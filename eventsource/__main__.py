@@ -1,0 +1,5 @@
+"""`python -m eventsource` runs the command line."""
+
+from eventsource.cli import main
+
+main()

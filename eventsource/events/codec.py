@@ -1,0 +1,196 @@
+"""The one bridge between domain events and their stored bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+import orjson
+import pydantic
+import pydantic_core
+
+from eventsource.errors import DecodeError, EncodeError, EventTooLarge, UnknownEventType
+from eventsource.events.base import METADATA_FIELDS, Event
+from eventsource.events.records import StoredEvent, stream_id_for
+from eventsource.events.registry import EventRegistry, default_registry
+
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+_EXCLUDE: set[str] = set(METADATA_FIELDS)
+
+
+class EventCodec:
+    """Encodes recorded events into `StoredEvent`s and decodes them back.
+
+    Decoding is strict: an unknown type, a payload that fails validation,
+    bytes that are not JSON, or input above `max_event_bytes` raise
+    `DecodeError` naming the type, stream and version; a half-built event is
+    never returned.
+    """
+
+    def __init__(
+        self,
+        registry: EventRegistry | None = None,
+        *,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
+        self.registry = registry or default_registry
+        self.max_event_bytes = max_event_bytes
+
+    def encode(self, event: Event) -> StoredEvent:
+        """The stored form of an event that an aggregate has triggered."""
+        if not event.is_recorded or not event.aggregate_id:
+            raise EncodeError(
+                f"{event.event_type} has no aggregate metadata; events are stored by"
+                " triggering them on an aggregate and saving it through a Repository"
+            )
+        stream_id = stream_id_for(event.aggregate_type, event.aggregate_id)
+        try:
+            payload = event.model_dump_json(exclude=_EXCLUDE)
+        except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
+            raise EncodeError(
+                f"cannot serialise {event.event_type} for stream {stream_id!r}: {exc}"
+            ) from exc
+        size = len(payload.encode()) if not payload.isascii() else len(payload)
+        if size > self.max_event_bytes:
+            raise EventTooLarge(
+                event_type=event.event_type,
+                stream_id=stream_id,
+                size=size,
+                limit=self.max_event_bytes,
+            )
+        return StoredEvent(
+            position=event.position,
+            stream_id=stream_id,
+            aggregate_id=event.aggregate_id,
+            aggregate_type=event.aggregate_type,
+            version=event.version,
+            event_type=event.event_type,
+            schema_version=type(event).schema_version,
+            event_id=event.event_id,
+            occurred_at=event.occurred_at,
+            payload=payload,
+            metadata=_encode_metadata(event),
+        )
+
+    def decode(self, record: StoredEvent) -> Event:
+        """The domain event a stored record holds, upcast to its current schema."""
+        try:
+            return self._decode(record)
+        except DecodeError:
+            raise
+        except Exception as exc:  # a decoding boundary: anything else is bad data too
+            raise self._error(record, f"{type(exc).__name__}: {exc}") from exc
+
+    def _decode(self, record: StoredEvent) -> Event:
+        # 1. Refuse oversized input before any parser sees it.
+        if len(record.payload) > self.max_event_bytes:
+            raise self._error(
+                record,
+                f"payload of {len(record.payload)} bytes is above the limit of"
+                f" {self.max_event_bytes} bytes",
+            )
+        # 2. Find the class; an unknown name is its own error so callers can park it.
+        cls = self.registry.resolve(record.event_type)
+        if cls is None:
+            raise UnknownEventType(
+                "no event class is registered under this type name",
+                event_type=record.event_type,
+                stream_id=record.stream_id,
+                version=record.version,
+            )
+        # 3. Bring older payloads up to the class's schema; never rewrite the row.
+        payload: str | bytes = record.payload
+        if record.schema_version != cls.schema_version:
+            payload = self._upcast(record, cls)
+        # 4. Validate the payload with the class's own JSON rules.
+        try:
+            event = cls.model_validate_json(payload)
+        except pydantic.ValidationError as exc:
+            raise self._error(record, _summarise(exc)) from exc
+        # 5. Stamp the metadata from the trusted columns.
+        correlation_id, causation_id = _decode_metadata(record.metadata)
+        stamp(
+            event,
+            event_id=record.event_id,
+            aggregate_id=record.aggregate_id,
+            aggregate_type=record.aggregate_type,
+            version=record.version,
+            position=record.position,
+            occurred_at=record.occurred_at,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+        )
+        return event
+
+    def _upcast(self, record: StoredEvent, cls: type[Event]) -> bytes:
+        if record.schema_version > cls.schema_version:
+            raise self._error(
+                record,
+                f"stored at schema version {record.schema_version}, newer than the"
+                f" {cls.schema_version} this code knows; deploy the newer event class",
+            )
+        data = orjson.loads(record.payload)
+        if not isinstance(data, dict):
+            raise self._error(record, "payload is not a JSON object")
+        for version in range(record.schema_version, cls.schema_version):
+            step = self.registry.upcaster(record.event_type, version)
+            if step is None:
+                raise self._error(
+                    record,
+                    f"no upcaster registered from schema version {version} to {version + 1}",
+                )
+            data = step(data)
+            if not isinstance(data, dict):
+                raise self._error(
+                    record, f"the upcaster from schema version {version} did not return a dict"
+                )
+        return orjson.dumps(data)
+
+    def _error(self, record: StoredEvent, reason: str) -> DecodeError:
+        return DecodeError(
+            reason,
+            event_type=record.event_type,
+            stream_id=record.stream_id,
+            version=record.version,
+        )
+
+
+def stamp(event: Event, **metadata: Any) -> None:
+    """Write metadata into a freshly built event.
+
+    Only for events no one else holds yet (just decoded, or just copied by
+    `trigger`): events are frozen for everyone else.
+    """
+    event.__dict__.update(metadata)
+    event.__pydantic_fields_set__.update(metadata)
+
+
+def _encode_metadata(event: Event) -> str:
+    meta: dict[str, str] = {}
+    if event.correlation_id is not None:
+        meta["correlation_id"] = str(event.correlation_id)
+    if event.causation_id is not None:
+        meta["causation_id"] = str(event.causation_id)
+    return orjson.dumps(meta).decode()
+
+
+def _decode_metadata(text: str) -> tuple[UUID | None, UUID | None]:
+    if text in ("", "{}"):
+        return None, None
+    meta = orjson.loads(text)
+    if not isinstance(meta, dict):
+        raise ValueError("metadata is not a JSON object")
+    correlation = meta.get("correlation_id")
+    causation = meta.get("causation_id")
+    return (
+        UUID(correlation) if correlation is not None else None,
+        UUID(causation) if causation is not None else None,
+    )
+
+
+def _summarise(exc: pydantic.ValidationError) -> str:
+    # Keep the message short: a hostile payload must not produce megabytes of text.
+    errors = exc.errors(include_input=False, include_url=False)
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors[:5]]
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "payload failed validation: " + "; ".join(parts) + more

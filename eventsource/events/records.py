@@ -1,0 +1,39 @@
+"""The stored form of an event: what the events table holds and the bus carries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+
+def stream_id_for(aggregate_type: str, aggregate_id: str) -> str:
+    """The store's stream id of one aggregate: its type name and id.
+
+    Prefixing the type keeps `Order("42")` and `Customer("42")` apart in one
+    store; aggregate type names never contain a colon, so the first colon
+    splits it back.
+    """
+    return f"{aggregate_type}:{aggregate_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One event as bytes and columns, before decoding or after encoding.
+
+    `payload` is the event's own fields as JSON; `metadata` is a JSON object
+    with the correlation and causation ids. `position` is the global position
+    in its store (0 until appended).
+    """
+
+    position: int
+    stream_id: str
+    aggregate_id: str
+    aggregate_type: str
+    version: int
+    event_type: str
+    schema_version: int
+    event_id: UUID
+    occurred_at: datetime
+    payload: str
+    metadata: str

@@ -1,0 +1,53 @@
+"""Alembic environment for eventsource's own tables.
+
+Run by `EventStore.create_schema()`, by `eventsource db upgrade`, and by
+`alembic upgrade head` from the repository root. The version table is named
+`eventsource_alembic_version` so that it never collides with an
+application's own Alembic history in the same database.
+"""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import Connection, text
+
+from eventsource.store.engine import create_engine, write_connection
+
+VERSION_TABLE = "eventsource_alembic_version"
+
+
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        version_table=VERSION_TABLE,
+        transactional_ddl=True,
+    )
+    with context.begin_transaction():
+        # Two processes upgrading one fresh database at once: the second waits
+        # here, then finds the work done (SQLite's BEGIN IMMEDIATE does the same).
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(6576656)"))
+        context.run_migrations()
+
+
+def run_online() -> None:
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    url = context.config.get_main_option("sqlalchemy.url")
+    if not url:
+        from eventsource.settings import Settings
+
+        url = Settings().database_url
+    engine = create_engine(url)
+    try:
+        with write_connection(engine) as conn:
+            _run(conn)
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    raise SystemExit("eventsource migrations run online only")
+run_online()

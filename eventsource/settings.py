@@ -1,0 +1,86 @@
+"""Configuration from `EVENTSOURCE_*` environment variables.
+
+Every component can also be built from plain keyword arguments; these
+settings only fill in what the caller left out.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from eventsource.errors import ConfigurationError
+
+_CONTEXT = re.compile(r"^[a-z][a-z0-9_\-]{0,99}$")
+# librdkafka options whose values must never be printed.
+_SECRET_KEYS = ("password", "secret", "token", "key.pem", "keystore", "sasl.oauthbearer.config")
+
+
+def check_context(name: str) -> str:
+    """`name` if it can name a bounded context (it prefixes topic names)."""
+    if not _CONTEXT.match(name):
+        raise ConfigurationError(
+            f"context name {name!r} must be lower case letters, digits, '_' or '-',"
+            " starting with a letter (it prefixes topic names)"
+        )
+    return name
+
+
+class Settings(BaseSettings):
+    """Settings shared by the store, the bus, the relay and the workers."""
+
+    model_config = SettingsConfigDict(env_prefix="EVENTSOURCE_", extra="ignore")
+
+    database_url: str = "sqlite:///eventsource.db"
+    context: str = "default"
+    kafka_bootstrap_servers: str | None = None
+    kafka_security_protocol: str | None = None
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = None
+    # Any other librdkafka option, as JSON: EVENTSOURCE_KAFKA_CONFIG='{"client.rack": "a"}'
+    kafka_config: dict[str, SecretStr] = Field(default_factory=dict)
+    topic_partitions: int = 6
+
+    @field_validator("context")
+    @classmethod
+    def _valid_context(cls, value: str) -> str:
+        return check_context(value)
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Kafka is configured: workers read the SQL log."""
+        return not self.kafka_bootstrap_servers
+
+    def librdkafka_config(self) -> dict[str, str]:
+        """The pass-through librdkafka options (secrets included; never log this)."""
+        if not self.kafka_bootstrap_servers:
+            raise ConfigurationError(
+                "EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS is not set; Kafka is not configured"
+            )
+        config: dict[str, str] = {"bootstrap.servers": self.kafka_bootstrap_servers}
+        optional: dict[str, Any] = {
+            "security.protocol": self.kafka_security_protocol,
+            "sasl.mechanism": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "sasl.password": self.kafka_sasl_password,
+            "ssl.ca.location": self.kafka_ssl_ca_location,
+        }
+        for key, value in optional.items():
+            if value is not None:
+                config[key] = value.get_secret_value() if isinstance(value, SecretStr) else value
+        for key, secret in self.kafka_config.items():
+            config[key] = secret.get_secret_value()
+        return config
+
+
+def redact(config: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a librdkafka config that is safe to log."""
+    return {
+        key: "***" if any(word in key for word in _SECRET_KEYS) else value
+        for key, value in config.items()
+    }

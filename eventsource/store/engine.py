@@ -1,0 +1,140 @@
+"""Engines and transactions that behave the same on SQLite and PostgreSQL.
+
+Two things differ by database and matter for correctness:
+
+* Global positions must follow commit order. On PostgreSQL a writer takes a
+  transaction-scoped advisory lock before any position is allocated (the
+  events table also takes it in a BEFORE INSERT statement trigger, so no
+  writer can forget). On SQLite a writer starts with `BEGIN IMMEDIATE`, which
+  takes the database's write lock up front.
+* pysqlite's own transaction handling is turned off so that the `BEGIN` we
+  emit is the one that runs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Engine, event, make_url, pool, text
+from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.engine import URL
+
+from eventsource.errors import ConfigurationError
+
+SqliteSync = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+# Any 64-bit constant works; every writer of every eventsource store uses it,
+# and stores never share a database with each other's events table.
+COMMIT_ORDER_LOCK = 0x6576656E74730001
+_WRITE = "eventsource_write"
+_prepared: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+def create_engine(
+    url: str | URL | Engine,
+    *,
+    sqlite_synchronous: SqliteSync = "FULL",
+    echo: bool = False,
+    **engine_options: Any,
+) -> Engine:
+    """An engine for `url` set up for eventsource's transactions.
+
+    `postgresql://` URLs use psycopg 3. SQLite files run in WAL mode with a
+    30 s busy timeout; `sqlite_synchronous` trades durability on power loss
+    for commit latency (a killed process never loses a commit either way).
+    """
+    if isinstance(url, Engine):
+        engine = url
+    else:
+        parsed = make_url(url)
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+            raise ConfigurationError(
+                f"unsupported database {parsed.get_backend_name()!r} in"
+                f" {parsed.render_as_string(hide_password=True)}: use sqlite or postgresql"
+            )
+        options: dict[str, Any] = {"echo": echo, **engine_options}
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database in (None, "", ":memory:"):
+                # One shared connection, or every thread would see its own empty database.
+                options.setdefault("poolclass", pool.StaticPool)
+            options.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
+        else:
+            options.setdefault("pool_pre_ping", True)
+            options.setdefault("pool_size", 10)
+            options.setdefault("max_overflow", 20)
+        engine = sa_create_engine(parsed, **options)
+    prepare(engine, sqlite_synchronous=sqlite_synchronous)
+    return engine
+
+
+def prepare(engine: Engine, *, sqlite_synchronous: SqliteSync = "FULL") -> None:
+    """Install the transaction hooks on an engine (once)."""
+    if engine in _prepared or engine.dialect.name != "sqlite":
+        _prepared.add(engine)
+        return
+    if sqlite_synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ConfigurationError("sqlite_synchronous must be OFF|NORMAL|FULL|EXTRA")
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={sqlite_synchronous}")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        write = connection.get_execution_options().get(_WRITE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    # Connections opened before the hooks existed lack them.
+    engine.dispose()
+    _prepared.add(engine)
+
+
+def is_sqlite(engine: Engine | Connection) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+@contextmanager
+def write_connection(engine: Engine) -> Iterator[Connection]:
+    """A connection whose transactions take SQLite's write lock when they begin."""
+    with engine.connect() as connection:
+        connection.execution_options(**{_WRITE: True})
+        yield connection
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction whose writes to `events` get positions in commit order."""
+    with write_connection(engine) as connection, connection.begin():
+        take_commit_order_lock(connection)
+        yield connection
+
+
+@contextmanager
+def read_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction for reads only."""
+    with engine.connect() as connection, connection.begin():
+        yield connection
+
+
+def take_commit_order_lock(connection: Connection) -> None:
+    """Serialise appenders until this transaction ends (PostgreSQL; SQLite already is)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _signed(COMMIT_ORDER_LOCK)}
+        )
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= (1 << 63) else value

@@ -1,0 +1,342 @@
+"""The SQL event store: append with optimistic concurrency, read streams and the log."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from eventsource.errors import ConcurrencyError, StoreError
+from eventsource.events.base import Event
+from eventsource.events.codec import DEFAULT_MAX_EVENT_BYTES, EventCodec
+from eventsource.events.records import StoredEvent
+from eventsource.events.registry import EventRegistry
+from eventsource.settings import Settings, check_context
+from eventsource.store import schema
+from eventsource.store.engine import (
+    SqliteSync,
+    create_engine,
+    read_transaction,
+    write_connection,
+    write_transaction,
+)
+
+log = logging.getLogger(__name__)
+
+_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class EventStore:
+    """One bounded context's events in one SQL database.
+
+    ::
+
+        store = EventStore("sqlite:///orders.db", context="orders")
+        store.create_schema()
+
+    `url` is a SQLAlchemy URL or `Engine` (default: `EVENTSOURCE_DATABASE_URL`),
+    `context` names the bounded context and prefixes its topics (default:
+    `EVENTSOURCE_CONTEXT`, else `default`). Events above `max_event_bytes`
+    encoded are refused.
+    """
+
+    def __init__(
+        self,
+        url: str | URL | Engine | None = None,
+        *,
+        context: str | None = None,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        registry: EventRegistry | None = None,
+        sqlite_synchronous: SqliteSync = "FULL",
+    ) -> None:
+        if url is None or context is None:
+            settings = Settings()
+            url = url if url is not None else settings.database_url
+            context = context if context is not None else settings.context
+        self.context = check_context(context)
+        self.engine: Engine = create_engine(url, sqlite_synchronous=sqlite_synchronous)
+        self.codec = EventCodec(registry, max_event_bytes=max_event_bytes)
+        self._owns_engine = not isinstance(url, Engine)
+
+    def __repr__(self) -> str:
+        url = self.engine.url.render_as_string(hide_password=True)
+        return f"EventStore({url!r}, context={self.context!r})"
+
+    def __enter__(self) -> EventStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the connection pool (if the store created the engine)."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    def topic_for(self, aggregate_type: str) -> str:
+        """The log topic that carries this context's events of `aggregate_type`."""
+        return f"{self.context}.{aggregate_type}"
+
+    # -- schema ----------------------------------------------------------------
+
+    def create_schema(self) -> None:
+        """Create or upgrade the framework's tables (idempotent).
+
+        Runs the same Alembic migrations as `eventsource db upgrade`.
+        """
+        upgrade_schema(self.engine)
+
+    # -- writing ---------------------------------------------------------------
+
+    def append(self, events: Sequence[Event], *, connection: Connection | None = None) -> list[int]:
+        """Append recorded events atomically; return their global positions.
+
+        Each event's `version` is checked against its stream: if another writer
+        already stored that version, nothing is written and `ConcurrencyError`
+        names the stream. Pass `connection` (from `transaction()`) to append as
+        part of a larger transaction.
+        """
+        records = [self.codec.encode(event) for event in events]
+        return self.append_records(records, connection=connection)
+
+    def append_records(
+        self, records: Sequence[StoredEvent], *, connection: Connection | None = None
+    ) -> list[int]:
+        """Append already-encoded records (see `append`)."""
+        if not records:
+            return []
+        rows = [_row(record) for record in records]
+        if connection is not None:
+            return self._insert(connection, rows, records)
+        try:
+            with write_transaction(self.engine) as conn:
+                return self._insert(conn, rows, records)
+        except IntegrityError as exc:
+            raise self._conflict(records, exc) from exc
+        except DBAPIError as exc:
+            raise StoreError(f"append to {self!r} failed: {exc.orig}") from exc
+
+    def _insert(
+        self, conn: Connection, rows: list[dict[str, Any]], records: Sequence[StoredEvent]
+    ) -> list[int]:
+        statement = schema.events.insert().returning(
+            schema.events.c.global_position, sort_by_parameter_order=True
+        )
+        return list(conn.execute(statement, rows).scalars())
+
+    def _conflict(self, records: Sequence[StoredEvent], exc: IntegrityError) -> Exception:
+        """Name the stream another writer got to first (the transaction is already gone)."""
+        first_new: dict[str, int] = {}
+        for record in records:
+            first_new.setdefault(record.stream_id, record.version)
+        current = self.stream_versions(first_new)
+        for stream_id, version in first_new.items():
+            actual = current.get(stream_id, 0)
+            if actual >= version:
+                return ConcurrencyError(stream_id, version - 1, actual)
+        return StoreError(f"append to {self!r} violated a constraint: {exc.orig}")
+
+    def transaction(self) -> AbstractContextManager[Connection]:
+        """A write transaction (context manager yielding a `Connection`).
+
+        Appends made through it get global positions in commit order.
+        """
+        return write_transaction(self.engine)
+
+    def write_connection(self) -> AbstractContextManager[Connection]:
+        """A connection whose transactions take the write lock (SQLite) when they begin."""
+        return write_connection(self.engine)
+
+    def conflict_error(self, records: Sequence[StoredEvent], exc: IntegrityError) -> Exception:
+        """The error to raise for an `IntegrityError` from an append in a caller's transaction."""
+        return self._conflict(records, exc)
+
+    # -- reading ---------------------------------------------------------------
+
+    def read_stream(
+        self, stream_id: str, *, after_version: int = 0, connection: Connection | None = None
+    ) -> list[StoredEvent]:
+        """The stream's records with version above `after_version`, in order."""
+        statement = (
+            select(*schema.EVENT_COLUMNS)
+            .where(schema.events.c.stream_id == stream_id)
+            .where(schema.events.c.version > after_version)
+            .order_by(schema.events.c.version)
+        )
+        return self._select(statement, connection)
+
+    def read_log(
+        self,
+        after_position: int = 0,
+        limit: int = 1000,
+        *,
+        aggregate_types: Iterable[str] | None = None,
+        connection: Connection | None = None,
+    ) -> list[StoredEvent]:
+        """Up to `limit` records with global position above `after_position`, in order.
+
+        Positions follow commit order but are not contiguous (a rolled-back
+        append leaves a gap), so readers continue from the last position seen.
+        """
+        statement = select(*schema.EVENT_COLUMNS).where(
+            schema.events.c.global_position > after_position
+        )
+        if aggregate_types is not None:
+            statement = statement.where(schema.events.c.aggregate_type.in_(list(aggregate_types)))
+        statement = statement.order_by(schema.events.c.global_position).limit(limit)
+        return self._select(statement, connection)
+
+    def read_events(self, after_position: int = 0, limit: int = 1000) -> list[Event]:
+        """Like `read_log`, decoded."""
+        return [self.codec.decode(record) for record in self.read_log(after_position, limit)]
+
+    def head_position(
+        self, *, aggregate_types: Iterable[str] | None = None, connection: Connection | None = None
+    ) -> int:
+        """The highest global position stored (0 when empty)."""
+        statement = select(func.coalesce(func.max(schema.events.c.global_position), 0))
+        if aggregate_types is not None:
+            statement = statement.where(schema.events.c.aggregate_type.in_(list(aggregate_types)))
+        if connection is not None:
+            return int(connection.execute(statement).scalar_one())
+        with read_transaction(self.engine) as conn:
+            return int(conn.execute(statement).scalar_one())
+
+    def stream_versions(
+        self, stream_ids: Iterable[str], *, connection: Connection | None = None
+    ) -> dict[str, int]:
+        """The current version of each stream that has events."""
+        ids = list(stream_ids)
+        if not ids:
+            return {}
+        statement = (
+            select(schema.events.c.stream_id, func.max(schema.events.c.version))
+            .where(schema.events.c.stream_id.in_(ids))
+            .group_by(schema.events.c.stream_id)
+        )
+        if connection is not None:
+            return {row[0]: int(row[1]) for row in connection.execute(statement)}
+        with read_transaction(self.engine) as conn:
+            return {row[0]: int(row[1]) for row in conn.execute(statement)}
+
+    def _select(self, statement: Any, connection: Connection | None) -> list[StoredEvent]:
+        try:
+            if connection is not None:
+                rows = connection.execute(statement).all()
+            else:
+                with read_transaction(self.engine) as conn:
+                    rows = conn.execute(statement).all()
+        except DBAPIError as exc:
+            raise StoreError(f"read from {self!r} failed: {exc.orig}") from exc
+        return [_record(row) for row in rows]
+
+    # -- snapshots -------------------------------------------------------------
+
+    def load_snapshot(
+        self, stream_id: str, *, connection: Connection | None = None
+    ) -> tuple[int, str, str] | None:
+        """`(version, fingerprint, state)` of the stream's latest snapshot, or None."""
+        statement = select(
+            schema.snapshots.c.version, schema.snapshots.c.fingerprint, schema.snapshots.c.state
+        ).where(schema.snapshots.c.stream_id == stream_id)
+        if connection is not None:
+            row = connection.execute(statement).first()
+        else:
+            with read_transaction(self.engine) as conn:
+                row = conn.execute(statement).first()
+        return None if row is None else (int(row[0]), str(row[1]), str(row[2]))
+
+    def save_snapshot(
+        self,
+        connection: Connection,
+        *,
+        stream_id: str,
+        aggregate_type: str,
+        version: int,
+        fingerprint: str,
+        state: str,
+    ) -> None:
+        """Replace the stream's snapshot, within the caller's transaction."""
+        values = {
+            "stream_id": stream_id,
+            "aggregate_type": aggregate_type,
+            "version": version,
+            "fingerprint": fingerprint,
+            "state": state,
+            "taken_at": datetime.now(UTC),
+        }
+        insert = sqlite_insert if self.is_sqlite else pg_insert
+        statement = insert(schema.snapshots).values(values)
+        statement = statement.on_conflict_do_update(
+            index_elements=[schema.snapshots.c.stream_id],
+            set_={k: statement.excluded[k] for k in values if k != "stream_id"},
+            where=schema.snapshots.c.version < statement.excluded.version,
+        )
+        connection.execute(statement)
+
+    def has_events(self, keys: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Which `(stream_id, version)` pairs are stored (for tests and repair tools)."""
+        pairs = list(keys)
+        if not pairs:
+            return set()
+        statement = select(schema.events.c.stream_id, schema.events.c.version).where(
+            tuple_(schema.events.c.stream_id, schema.events.c.version).in_(pairs)
+        )
+        with read_transaction(self.engine) as conn:
+            return {(row[0], int(row[1])) for row in conn.execute(statement)}
+
+
+def upgrade_schema(engine: Engine) -> None:
+    """Run the framework's Alembic migrations up to head on `engine`."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    with write_connection(engine) as connection:
+        config.attributes["connection"] = connection
+        try:
+            command.upgrade(config, "head")
+        except DBAPIError as exc:
+            raise StoreError(f"migrating {engine.url!r} failed: {exc.orig}") from exc
+        if connection.in_transaction():
+            connection.commit()
+
+
+def _row(record: StoredEvent) -> dict[str, Any]:
+    return {
+        "stream_id": record.stream_id,
+        "aggregate_id": record.aggregate_id,
+        "aggregate_type": record.aggregate_type,
+        "version": record.version,
+        "event_type": record.event_type,
+        "schema_version": record.schema_version,
+        "event_id": record.event_id,
+        "occurred_at": record.occurred_at,
+        "payload": record.payload,
+        "metadata": record.metadata,
+    }
+
+
+def _record(row: Sequence[Any]) -> StoredEvent:
+    occurred_at = row[8]
+    if occurred_at.tzinfo is None:  # SQLite keeps no zone; we only ever store UTC
+        occurred_at = occurred_at.replace(tzinfo=UTC)
+    elif occurred_at.tzinfo is not UTC:  # PostgreSQL answers in the session's zone
+        occurred_at = occurred_at.astimezone(UTC)
+    return StoredEvent(
+        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], occurred_at, row[9], row[10]
+    )

@@ -1,0 +1,70 @@
+"""The framework's tables, as SQLAlchemy Core objects for queries.
+
+The tables themselves are created by the Alembic migrations in
+`eventsource/migrations`; these definitions must match them (a test checks).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+
+metadata = MetaData()
+
+# SQLite only makes INTEGER PRIMARY KEY an alias of the rowid.
+Position = BigInteger().with_variant(Integer(), "sqlite")
+
+events = Table(
+    "events",
+    metadata,
+    Column("global_position", Position, primary_key=True, autoincrement=True),
+    Column("stream_id", String(320), nullable=False),
+    Column("aggregate_id", String(200), nullable=False),
+    Column("aggregate_type", String(100), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("event_type", String(200), nullable=False),
+    Column("schema_version", Integer, nullable=False),
+    Column("event_id", Uuid(), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("metadata", Text, nullable=False),
+    UniqueConstraint("stream_id", "version", name="events_stream_version_key"),
+    UniqueConstraint("event_id", name="events_event_id_key"),
+    Index("events_type_position_idx", "aggregate_type", "global_position"),
+)
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("stream_id", String(320), primary_key=True),
+    Column("aggregate_type", String(100), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("state", Text, nullable=False),
+    Column("taken_at", DateTime(timezone=True), nullable=False),
+)
+
+EVENT_COLUMNS = (
+    events.c.global_position,
+    events.c.stream_id,
+    events.c.aggregate_id,
+    events.c.aggregate_type,
+    events.c.version,
+    events.c.event_type,
+    events.c.schema_version,
+    events.c.event_id,
+    events.c.occurred_at,
+    events.c.payload,
+    events.c.metadata,
+)

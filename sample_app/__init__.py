@@ -1,0 +1,1 @@
+"""The e-commerce sample: customers, orders, shipping and payments on eventsource."""

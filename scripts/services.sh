@@ -1,0 +1,285 @@
+#!/usr/bin/env bash
+# Provision and run the real services the integration tests use:
+# PostgreSQL (Debian's package, a dedicated cluster) and Apache Kafka
+# (the broker's jars from Maven Central, KRaft, one combined node).
+#
+#   scripts/services.sh up|down|status|logs|env
+#   scripts/services.sh kafka-start|kafka-stop|kafka-kill   (broker crash tests)
+#
+# Idempotent: `up` on running services only checks they answer. Runs as root
+# with no standard input. Everything it downloads or writes lives under
+# $EVENTSOURCE_SERVICES_DIR (default ~/.cache/eventsource-services), not in git.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="${EVENTSOURCE_SERVICES_DIR:-$HOME/.cache/eventsource-services}"
+
+KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/scripts/kafka/pom.xml")"
+KAFKA_PORT="${EVENTSOURCE_KAFKA_PORT:-9092}"
+KAFKA_CONTROLLER_PORT="${EVENTSOURCE_KAFKA_CONTROLLER_PORT:-9093}"
+KAFKA_HOME="$STATE/kafka-$KAFKA_VERSION"
+KAFKA_DATA="$STATE/kafka-data"
+KAFKA_PID="$STATE/kafka.pid"
+KAFKA_LOG="$STATE/kafka.log"
+
+PG_CLUSTER="eventsource"
+PG_PORT="${EVENTSOURCE_PG_PORT:-5433}"
+PG_USER="eventsource"
+PG_PASSWORD="eventsource"
+PG_DB="eventsource"
+
+PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
+[ -x "$PYTHON" ] || PYTHON="python3"
+
+log() { printf '[services] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi
+}
+
+apt_install() {
+  log "installing Debian packages: $*"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq </dev/null >/dev/null || true
+  as_root apt-get install -y -qq --no-install-recommends "$@" </dev/null >/dev/null
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+
+pg_version() {
+  ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1
+}
+
+pg_psql() {
+  # The cluster's superuser is reached over the Unix socket with peer auth.
+  as_root runuser -u postgres -- psql -X -q -v ON_ERROR_STOP=1 -p "$PG_PORT" "$@" </dev/null
+}
+
+pg_up() {
+  command -v pg_createcluster >/dev/null 2>&1 && [ -n "$(pg_version)" ] || apt_install postgresql
+  local ver
+  ver="$(pg_version)"
+  if ! pg_lsclusters -h | awk '{print $2}' | grep -qx "$PG_CLUSTER"; then
+    log "creating PostgreSQL $ver cluster '$PG_CLUSTER' on port $PG_PORT"
+    as_root pg_createcluster "$ver" "$PG_CLUSTER" --port "$PG_PORT" -- --auth-local=peer --auth-host=scram-sha-256 >/dev/null
+    cat <<EOF | as_root tee "/etc/postgresql/$ver/$PG_CLUSTER/conf.d/eventsource.conf" >/dev/null
+# Room for the concurrency tests' writer processes and the workers.
+listen_addresses = '127.0.0.1'
+max_connections = 300
+shared_buffers = 256MB
+EOF
+  fi
+  if ! pg_lsclusters -h | awk -v c="$PG_CLUSTER" '$2==c {print $4}' | grep -qx online; then
+    log "starting PostgreSQL cluster '$PG_CLUSTER'"
+    as_root pg_ctlcluster "$ver" "$PG_CLUSTER" start
+  fi
+  for _ in $(seq 1 60); do
+    pg_psql -c 'select 1' >/dev/null 2>&1 && break
+    sleep 1
+  done
+  pg_psql -c 'select 1' >/dev/null || die "PostgreSQL did not answer on port $PG_PORT"
+  if [ -z "$(pg_psql -tA -c "select 1 from pg_roles where rolname = '$PG_USER'")" ]; then
+    pg_psql -c "create role $PG_USER login superuser password '$PG_PASSWORD'"
+  fi
+  if [ -z "$(pg_psql -tA -c "select 1 from pg_database where datname = '$PG_DB'")" ]; then
+    pg_psql -c "create database $PG_DB owner $PG_USER"
+  fi
+  log "PostgreSQL $ver ready on 127.0.0.1:$PG_PORT"
+}
+
+pg_down() {
+  local ver
+  ver="$(pg_version)"
+  if [ -n "$ver" ] && pg_lsclusters -h 2>/dev/null | awk -v c="$PG_CLUSTER" '$2==c {print $4}' | grep -qx online; then
+    as_root pg_ctlcluster "$ver" "$PG_CLUSTER" stop -m fast
+    log "PostgreSQL stopped"
+  fi
+}
+
+pg_status() {
+  if pg_lsclusters -h 2>/dev/null | awk -v c="$PG_CLUSTER" '$2==c {print $4}' | grep -qx online; then
+    echo "postgresql: running on 127.0.0.1:$PG_PORT (cluster $(pg_version)/$PG_CLUSTER)"
+  else
+    echo "postgresql: stopped"
+  fi
+}
+
+# --------------------------------------------------------------------- Kafka
+
+kafka_fetch() {
+  [ -f "$KAFKA_HOME/.complete" ] && return 0
+  command -v java >/dev/null || apt_install openjdk-17-jre-headless
+  command -v mvn >/dev/null || apt_install maven
+  log "resolving Apache Kafka $KAFKA_VERSION from Maven Central into $KAFKA_HOME"
+  rm -rf "$KAFKA_HOME"
+  mkdir -p "$KAFKA_HOME"
+  mvn -B -q -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_HOME/libs" </dev/null >/dev/null
+  touch "$KAFKA_HOME/.complete"
+}
+
+kafka_config() {
+  mkdir -p "$STATE"
+  cat >"$STATE/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+controller.listener.names=CONTROLLER
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$KAFKA_DATA
+num.partitions=1
+# A single node: internal topics, including the transaction state log that
+# transactional producers need, cannot have more than one replica.
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+EOF
+  cat >"$STATE/log4j2.yaml" <<EOF
+Configuration:
+  Appenders:
+    Console:
+      name: STDOUT
+      PatternLayout:
+        pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Root:
+      level: WARN
+      AppenderRef:
+        - ref: STDOUT
+    Logger:
+      - name: kafka.server.KafkaRaftServer
+        level: INFO
+EOF
+}
+
+kafka_java() {
+  java -Xms256m -Xmx1g -XX:+UseG1GC \
+    -Dlog4j2.configurationFile="$STATE/log4j2.yaml" \
+    -cp "$KAFKA_HOME/libs/*" "$@"
+}
+
+kafka_running() {
+  [ -f "$KAFKA_PID" ] && kill -0 "$(cat "$KAFKA_PID")" 2>/dev/null
+}
+
+kafka_answers() {
+  "$PYTHON" - "$KAFKA_PORT" <<'EOF' 2>/dev/null
+import sys
+from confluent_kafka.admin import AdminClient
+admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{sys.argv[1]}"})
+admin.list_topics(timeout=3)
+EOF
+}
+
+kafka_wait() {
+  for _ in $(seq 1 120); do
+    kafka_running || die "Kafka exited during start-up; see $KAFKA_LOG: $(tail -5 "$KAFKA_LOG")"
+    kafka_answers && return 0
+    sleep 1
+  done
+  die "Kafka did not answer on 127.0.0.1:$KAFKA_PORT within 120 s; see $KAFKA_LOG"
+}
+
+kafka_start() {
+  kafka_fetch
+  kafka_config
+  if kafka_running; then
+    kafka_wait
+    return 0
+  fi
+  if [ ! -f "$KAFKA_DATA/meta.properties" ]; then
+    log "formatting KRaft storage in $KAFKA_DATA"
+    local cluster_id
+    cluster_id="$(kafka_java kafka.tools.StorageTool random-uuid 2>/dev/null | tail -1)"
+    kafka_java kafka.tools.StorageTool format -t "$cluster_id" \
+      -c "$STATE/server.properties" >/dev/null </dev/null
+  fi
+  log "starting Apache Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT"
+  # setsid: the broker must outlive the shell (and CI step) that started it.
+  # (A background job of a non-interactive shell is no group leader, so setsid
+  # execs in place and $! is the broker's own pid.)
+  setsid java -Xms256m -Xmx1g -XX:+UseG1GC \
+    -Dlog4j2.configurationFile="$STATE/log4j2.yaml" \
+    -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$STATE/server.properties" \
+    >>"$KAFKA_LOG" 2>&1 </dev/null &
+  echo $! >"$KAFKA_PID"
+  kafka_wait
+  log "Kafka $KAFKA_VERSION ready on 127.0.0.1:$KAFKA_PORT"
+}
+
+kafka_stop() {
+  local signal="${1:-TERM}"
+  kafka_running || { rm -f "$KAFKA_PID"; return 0; }
+  local pid
+  pid="$(cat "$KAFKA_PID")"
+  kill -"$signal" -- "-$pid" 2>/dev/null || kill -"$signal" "$pid" 2>/dev/null || true
+  for _ in $(seq 1 60); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 1
+  done
+  kill -0 "$pid" 2>/dev/null && kill -KILL -- "-$pid" 2>/dev/null || true
+  rm -f "$KAFKA_PID"
+  log "Kafka stopped ($signal)"
+}
+
+kafka_status() {
+  if kafka_running && kafka_answers; then
+    echo "kafka: running on 127.0.0.1:$KAFKA_PORT (Apache Kafka $KAFKA_VERSION, KRaft, pid $(cat "$KAFKA_PID"))"
+  elif kafka_running; then
+    echo "kafka: starting or unresponsive (pid $(cat "$KAFKA_PID"))"
+  else
+    echo "kafka: stopped"
+  fi
+}
+
+# ---------------------------------------------------------------------- main
+
+print_env() {
+  # Variables already set (services that run elsewhere) win over ours.
+  echo "export EVENTSOURCE_DATABASE_URL=\${EVENTSOURCE_DATABASE_URL:-postgresql+psycopg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB}"
+  echo "export EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS=\${EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}"
+}
+
+ensure_tools() {
+  command -v kcat >/dev/null 2>&1 || apt_install kcat
+}
+
+case "${1:-}" in
+  up)
+    mkdir -p "$STATE"
+    ensure_tools
+    pg_up
+    kafka_start
+    ;;
+  down)
+    kafka_stop TERM
+    pg_down
+    ;;
+  status)
+    pg_status
+    kafka_status
+    ;;
+  logs)
+    tail -n "${2:-50}" "$KAFKA_LOG" 2>/dev/null || true
+    ;;
+  env)
+    print_env
+    ;;
+  kafka-start) kafka_start ;;
+  kafka-stop) kafka_stop TERM ;;
+  kafka-kill) kafka_stop KILL ;;
+  *)
+    echo "usage: $0 up|down|status|logs|env|kafka-start|kafka-stop|kafka-kill" >&2
+    exit 2
+    ;;
+esac

@@ -7,7 +7,7 @@
     ├── EncodeError (ValueError)             an event cannot be stored
     │   └── EventTooLarge                    above the store's size limit
     ├── MissingHandler (TypeError)           an aggregate/projection has no handler
-    ├── InvalidAggregateId (ValueError)      empty, too long or not a string
+    ├── InvalidAggregateId (ValueError)      empty, too long, not a string or not storable
     ├── AggregateNotFound (LookupError)      no events for that id
     ├── ConcurrencyError                     another writer saved the stream first
     ├── StoreError                           the database failed underneath us
@@ -118,7 +118,7 @@ class MissingHandler(EventSourceError, TypeError):
 
 
 class InvalidAggregateId(EventSourceError, ValueError):
-    """An aggregate id is empty, too long or not a string."""
+    """An aggregate id is empty, too long, not a string, or holds NUL or a lone surrogate."""
 
 
 class AggregateNotFound(EventSourceError, LookupError):

@@ -45,11 +45,18 @@ class Settings(BaseSettings):
     # Any other librdkafka option, as JSON: EVENTSOURCE_KAFKA_CONFIG='{"client.rack": "a"}'
     kafka_config: dict[str, SecretStr] = Field(default_factory=dict)
     topic_partitions: int = 6
+    # Embedded mode: where other contexts' stores live, so that a worker can
+    # read their topics: EVENTSOURCE_STORES='{"orders": "sqlite:///orders.db"}'
+    stores: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("context")
     @classmethod
     def _valid_context(cls, value: str) -> str:
         return check_context(value)
+
+    def store_urls(self) -> dict[str, str]:
+        """Context name -> database URL of every store this process may read."""
+        return {self.context: self.database_url, **self.stores}
 
     @property
     def embedded(self) -> bool:

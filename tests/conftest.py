@@ -21,8 +21,16 @@ from sqlalchemy.engine import make_url
 
 from eventsource.store import EventStore
 
-POSTGRES_URL = os.environ.pop("EVENTSOURCE_DATABASE_URL", "")
-KAFKA_SERVERS = os.environ.pop("EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS", "")
+# Kept under other names too: pytest-xdist's workers start after this module
+# has run in the controller, and must find the services as well.
+POSTGRES_URL = os.environ.pop("EVENTSOURCE_DATABASE_URL", "") or os.environ.get(
+    "TEST_SERVICES_DATABASE_URL", ""
+)
+KAFKA_SERVERS = os.environ.pop("EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS", "") or os.environ.get(
+    "TEST_SERVICES_KAFKA_BOOTSTRAP_SERVERS", ""
+)
+os.environ["TEST_SERVICES_DATABASE_URL"] = POSTGRES_URL
+os.environ["TEST_SERVICES_KAFKA_BOOTSTRAP_SERVERS"] = KAFKA_SERVERS
 for _name in [n for n in os.environ if n.startswith("EVENTSOURCE_")]:
     os.environ.pop(_name)
 

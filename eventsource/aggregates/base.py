@@ -51,8 +51,14 @@ def caused_by(event: Event) -> Iterator[None]:
     Their `causation_id` is `event.event_id` and their `correlation_id` is
     carried over from `event` (reactors do this for every handler call).
     """
-    correlation = event.correlation_id or event.event_id
-    token = _cause.set((event.event_id, correlation))
+    with caused_by_ids(event.event_id, event.correlation_id or event.event_id):
+        yield
+
+
+@contextmanager
+def caused_by_ids(causation_id: UUID, correlation_id: UUID) -> Iterator[None]:
+    """Like `caused_by`, from the ids alone (a deadline remembers only those)."""
+    token = _cause.set((causation_id, correlation_id))
     try:
         yield
     finally:
@@ -230,7 +236,21 @@ def check_id(value: object) -> str:
         raise InvalidAggregateId(
             f"an aggregate id must be at most {MAX_ID_LENGTH} characters, got {len(value)}"
         )
+    # Every database must be able to store it: PostgreSQL text holds no NUL,
+    # and neither driver can encode a lone surrogate.
+    if "\x00" in value or not _encodable(value):
+        raise InvalidAggregateId(
+            f"an aggregate id must be valid UTF-8 text without NUL characters, got {value!r}"
+        )
     return value
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def state_defaults(cls: type[Aggregate]) -> dict[str, Any]:

@@ -89,7 +89,9 @@ class Repository(Generic[A]):
             position = self._write(connection, pending, records)
         else:
             try:
-                with self.store.transaction() as conn:
+                # Only appends (and a snapshot after them): the events table's
+                # trigger takes the appenders' lock before any row is written.
+                with self.store.transaction(lock_first=False) as conn:
                     position = self._write(conn, pending, records)
             except IntegrityError as exc:
                 raise self.store.conflict_error(records, exc) from exc

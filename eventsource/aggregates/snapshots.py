@@ -49,6 +49,7 @@ def _build_state_model(cls: type[Aggregate]) -> type[pydantic.BaseModel]:
                 arbitrary_types_allowed=False,
                 ser_json_bytes="base64",
                 val_json_bytes="base64",
+                ser_json_inf_nan="strings",  # as events do; "null" would not restore
             ),
             **fields,
         )

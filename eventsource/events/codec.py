@@ -50,7 +50,7 @@ class EventCodec:
             raise EncodeError(
                 f"cannot serialise {event.event_type} for stream {stream_id!r}: {exc}"
             ) from exc
-        size = len(payload.encode()) if not payload.isascii() else len(payload)
+        size = _utf8_size(payload)
         if size > self.max_event_bytes:
             raise EventTooLarge(
                 event_type=event.event_type,
@@ -82,12 +82,12 @@ class EventCodec:
             raise self._error(record, f"{type(exc).__name__}: {exc}") from exc
 
     def _decode(self, record: StoredEvent) -> Event:
-        # 1. Refuse oversized input before any parser sees it.
-        if len(record.payload) > self.max_event_bytes:
+        # 1. Refuse oversized input before any parser sees it (the limit is in UTF-8 bytes).
+        size = _utf8_size(record.payload)
+        if size > self.max_event_bytes:
             raise self._error(
                 record,
-                f"payload of {len(record.payload)} bytes is above the limit of"
-                f" {self.max_event_bytes} bytes",
+                f"payload of {size} bytes is above the limit of {self.max_event_bytes} bytes",
             )
         # 2. Find the class; an unknown name is its own error so callers can park it.
         cls = self.registry.resolve(record.event_type)
@@ -165,13 +165,20 @@ def stamp(event: Event, **metadata: Any) -> None:
     event.__pydantic_fields_set__.update(metadata)
 
 
+def _utf8_size(text: str) -> int:
+    """The size of `text` in UTF-8 (lone surrogates counted as three bytes, not an error)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
 def _encode_metadata(event: Event) -> str:
-    meta: dict[str, str] = {}
+    # orjson writes a UUID in the same canonical form as str(uuid), without
+    # the Python-level formatting; `default=str` covers anything else.
+    meta: dict[str, UUID] = {}
     if event.correlation_id is not None:
-        meta["correlation_id"] = str(event.correlation_id)
+        meta["correlation_id"] = event.correlation_id
     if event.causation_id is not None:
-        meta["causation_id"] = str(event.causation_id)
-    return orjson.dumps(meta).decode()
+        meta["causation_id"] = event.causation_id
+    return orjson.dumps(meta, default=str).decode()
 
 
 def _decode_metadata(text: str) -> tuple[UUID | None, UUID | None]:

@@ -65,7 +65,9 @@ def create_engine(
                 options.setdefault("poolclass", pool.StaticPool)
             options.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
         else:
-            options.setdefault("pool_pre_ping", True)
+            # No ping per checkout (a round trip per save): a connection that
+            # died is discarded on its first error, which callers retry.
+            options.setdefault("pool_recycle", 1800)
             options.setdefault("pool_size", 10)
             options.setdefault("max_overflow", 20)
         engine = sa_create_engine(parsed, **options)
@@ -114,10 +116,17 @@ def write_connection(engine: Engine) -> Iterator[Connection]:
 
 
 @contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A transaction whose writes to `events` get positions in commit order."""
+def write_transaction(engine: Engine, *, lock_first: bool = True) -> Iterator[Connection]:
+    """A transaction whose writes to `events` get positions in commit order.
+
+    `lock_first` takes the appenders' lock as the transaction begins, so that
+    it is always taken before any row lock (transactions that also write
+    views or positions cannot deadlock with each other). A transaction that
+    only appends can leave it to the events table's trigger.
+    """
     with write_connection(engine) as connection, connection.begin():
-        take_commit_order_lock(connection)
+        if lock_first:
+            take_commit_order_lock(connection)
         yield connection
 
 

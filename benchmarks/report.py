@@ -1,0 +1,145 @@
+"""The machine header and the result tables: rich on a terminal, aligned text otherwise."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sqlite3
+import statistics
+import sys
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Literal
+
+_LIBRARIES = ("eventsource", "sqlalchemy", "pydantic", "pydantic-core", "psycopg", "orjson")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(postgres_version: str | None) -> dict[str, Any]:
+    libraries = {}
+    for name in _LIBRARIES:
+        try:
+            libraries[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            libraries[name] = "-"
+    return {
+        "host": platform.node(),
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "os": platform.platform(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "sqlite": sqlite3.sqlite_version,
+        "postgresql": postgres_version or "-",
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "libraries": libraries,
+    }
+
+
+def header_lines(info: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    libs = ", ".join(f"{k} {v}" for k, v in info["libraries"].items())
+    return [
+        f"machine     {info['host']}: {info['cpu']}, {info['cores']} cores, {info['os']},"
+        f" load average {' '.join(map(str, info['load_average']))} (at the end)",
+        f"software    {info['python']}, SQLite {info['sqlite']}, PostgreSQL {info['postgresql']}",
+        f"libraries   {libs}",
+        "settings    " + ", ".join(f"{k}={v}" for k, v in settings.items()),
+    ]
+
+
+def percentile(samples: list[float], pct: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def median(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    left: int = 1  # how many leading columns are text (left-aligned)
+
+
+def rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def millis(seconds: float) -> str:
+    return f"{seconds * 1000:.3f}"
+
+
+def verdict(met: bool | None) -> str:
+    return "-" if met is None else ("yes" if met else "NO")
+
+
+def render(header: list[str], tables: list[Table]) -> None:
+    if sys.stdout.isatty():
+        _render_rich(header, tables)
+    else:
+        _render_plain(header, tables)
+
+
+def _render_rich(header: list[str], tables: list[Table]) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    console = Console()
+    for line in header:
+        console.print(line, highlight=False)
+    for table in tables:
+        out = RichTable(
+            title=table.title,
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            collapse_padding=True,
+        )
+        for i, column in enumerate(table.columns):
+            justify: Literal["left", "right"] = "left" if i < table.left else "right"
+            out.add_column(column, justify=justify, no_wrap=True, min_width=len(column))
+        for row in table.rows:
+            styled = [f"[bold red]{c}[/]" if c == "NO" else c for c in row]
+            out.add_row(*styled)
+        console.print()
+        console.print(out)
+        for note in table.notes:
+            console.print(f"  {note}", highlight=False)
+
+
+def _render_plain(header: list[str], tables: list[Table]) -> None:
+    print("\n".join(header))
+    for table in tables:
+        cells = [table.columns, *table.rows]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(table.columns))]
+        print()
+        print(table.title)
+        for n, row in enumerate(cells):
+            parts = [
+                c.ljust(w) if i < table.left else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            ]
+            print("  " + "  ".join(parts).rstrip())
+            if n == 0:
+                print("  " + "  ".join("-" * w for w in widths))
+        for note in table.notes:
+            print(f"  {note}")

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     # Any other librdkafka option, as JSON: EVENTSOURCE_KAFKA_CONFIG='{"client.rack": "a"}'
     kafka_config: dict[str, SecretStr] = Field(default_factory=dict)
     topic_partitions: int = 6
+    # Prepended to every Kafka topic name ("staging." say), so that several
+    # environments can share one cluster. Positions keep the unprefixed names.
+    topic_prefix: str = ""
     # Embedded mode: where other contexts' stores live, so that a worker can
     # read their topics: EVENTSOURCE_STORES='{"orders": "sqlite:///orders.db"}'
     stores: dict[str, str] = Field(default_factory=dict)
@@ -53,6 +56,15 @@ class Settings(BaseSettings):
     @classmethod
     def _valid_context(cls, value: str) -> str:
         return check_context(value)
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _valid_prefix(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z0-9._\-]{0,100}$", value):
+            raise ConfigurationError(
+                f"topic prefix {value!r} may only hold letters, digits, '.', '_' and '-'"
+            )
+        return value
 
     def store_urls(self) -> dict[str, str]:
         """Context name -> database URL of every store this process may read."""

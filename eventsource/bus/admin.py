@@ -1,0 +1,135 @@
+"""Creating and checking the Kafka topics that carry a store's events.
+
+Store topics keep their history forever (`retention.ms=-1`, no size limit, no
+compaction): the topic *is* the history that a rebuild replays from offset
+zero. An existing store topic that would lose history is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ConfigEntry, ConfigResource, NewTopic
+
+from eventsource.bus.config import KafkaConfig, kafka_error
+from eventsource.errors import BusError, TopicConfigError
+
+log = logging.getLogger(__name__)
+
+STORE_TOPIC_CONFIG = {
+    "retention.ms": "-1",
+    "retention.bytes": "-1",
+    "cleanup.policy": "delete",
+}
+_TIMEOUT = 30.0
+
+
+class TopicAdmin:
+    """Creates store topics on demand and refuses unsafe existing ones."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self.config = config
+        self._admin = AdminClient(config.client())
+        self._checked: set[str] = set()
+
+    def list_topics(self, prefix: str = "") -> dict[str, int]:
+        """Topic name -> partition count, for topics starting with `prefix`."""
+        try:
+            metadata = self._admin.list_topics(timeout=_TIMEOUT)
+        except KafkaException as exc:
+            raise BusError(f"cannot list Kafka topics: {exc}") from exc
+        return {
+            name: len(topic.partitions)
+            for name, topic in metadata.topics.items()
+            if name.startswith(prefix) and not name.startswith("__")
+        }
+
+    def partitions(self, topic: str) -> int:
+        """The partition count of an existing topic (0 if it does not exist)."""
+        return self.list_topics(topic).get(topic, 0)
+
+    def ensure(self, topics: Iterable[str], partitions: int | None = None) -> None:
+        """Create missing store topics; check the settings of existing ones."""
+        wanted = [t for t in topics if t not in self._checked]
+        if not wanted:
+            return
+        count = partitions or self.config.partitions
+        futures = self._admin.create_topics(
+            [
+                NewTopic(t, num_partitions=count, replication_factor=-1, config=STORE_TOPIC_CONFIG)
+                for t in wanted
+            ],
+            operation_timeout=_TIMEOUT,
+            request_timeout=_TIMEOUT,
+        )
+        existing: list[str] = []
+        for topic, future in futures.items():
+            try:
+                future.result(_TIMEOUT)
+                log.info("created topic %s with %d partitions and infinite retention", topic, count)
+            except KafkaException as exc:
+                if kafka_error(exc).code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise BusError(f"cannot create topic {topic!r}: {exc}") from exc
+                existing.append(topic)
+        self.check(existing)
+        self._checked.update(wanted)
+
+    def check(self, topics: Iterable[str]) -> None:
+        """Raise `TopicConfigError` if a topic would drop history."""
+        pending = list(topics)
+        deadline = time.monotonic() + _TIMEOUT
+        while pending:
+            resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in pending]
+            pending = []
+            for resource, future in self._admin.describe_configs(
+                resources, request_timeout=_TIMEOUT
+            ).items():
+                try:
+                    entries = future.result(_TIMEOUT)
+                except KafkaException as exc:
+                    # A topic created a moment ago may not have reached the
+                    # metadata of the broker that answers yet: ask again.
+                    unknown = kafka_error(exc).code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+                    if unknown and time.monotonic() < deadline:
+                        pending.append(resource.name)
+                        continue
+                    raise BusError(
+                        f"cannot read the settings of topic {resource.name!r}: {exc}"
+                    ) from exc
+                _refuse_unsafe(resource.name, entries)
+            if pending:
+                time.sleep(0.1)
+
+    def delete(self, topics: Iterable[str]) -> None:
+        """Delete topics (tests and tooling only)."""
+        names = list(topics)
+        if not names:
+            return
+        for topic, future in self._admin.delete_topics(names, operation_timeout=_TIMEOUT).items():
+            try:
+                future.result(_TIMEOUT)
+            except KafkaException as exc:
+                if kafka_error(exc).code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    raise BusError(f"cannot delete topic {topic!r}: {exc}") from exc
+            self._checked.discard(topic)
+
+
+def _refuse_unsafe(topic: str, entries: dict[str, ConfigEntry]) -> None:
+    retention_ms = entries["retention.ms"].value
+    retention_bytes = entries["retention.bytes"].value
+    policy = entries["cleanup.policy"].value or ""
+    if retention_ms != "-1":
+        raise TopicConfigError(
+            topic,
+            f"retention.ms={retention_ms}; a store topic must keep its history forever"
+            " (retention.ms=-1) or a rebuild from offset zero would miss events",
+        )
+    if retention_bytes not in ("-1", None):
+        raise TopicConfigError(topic, f"retention.bytes={retention_bytes}; a store topic needs -1")
+    if "compact" in policy:
+        raise TopicConfigError(
+            topic, f"cleanup.policy={policy}; compaction would drop all but each key's last event"
+        )

@@ -1,0 +1,153 @@
+"""The log that projection workers consume, whatever carries it.
+
+Two backends implement `LogConsumer`: Kafka (`bus.kafka`) and the embedded
+SQL log (`bus.sqllog`), which reads an event store's global log as one
+single-partition topic per aggregate type. Offsets are "the next offset to
+read", as in Kafka; positions are owned by the caller (the worker stores them
+with its view), never by the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from eventsource.errors import DecodeError
+from eventsource.events.records import StoredEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TopicPartition:
+    topic: str
+    partition: int
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]"
+
+
+@dataclass(frozen=True, slots=True)
+class StartAt:
+    """Where to resume a partition: the next offset, and the last global
+    position already applied from it (for dropping duplicates)."""
+
+    offset: int
+    last_position: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LogMessage:
+    """One message read from the log.
+
+    `record` is the event it carries; when the message is not a valid event
+    (garbage bytes, missing headers) `record` is None and `error` says why,
+    naming topic, partition and offset, so the worker can dead-letter it.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    record: StoredEvent | None
+    error: DecodeError | None = None
+
+    @property
+    def topic_partition(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    """How far a consumer is from the end of one partition.
+
+    `position` and `end` are offsets; `lag` counts the events still to read
+    (exact on the embedded log; on Kafka it also counts transaction markers).
+    """
+
+    position: int
+    end: int
+    lag: int
+
+
+OnAssign = Callable[[list[TopicPartition]], Mapping[TopicPartition, StartAt]]
+OnRevoke = Callable[[list[TopicPartition]], None]
+
+
+class LogConsumer(Protocol):
+    """What a projection worker needs from a log."""
+
+    def subscribe(self, topics: Iterable[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
+        """Consume `topics`; `on_assign` says where each assigned partition resumes."""
+        ...
+
+    def assign(self, positions: Mapping[TopicPartition, StartAt]) -> None:
+        """Consume exactly these partitions from these offsets (no group)."""
+        ...
+
+    def seek(self, partition: TopicPartition, start: StartAt) -> None:
+        """Move an assigned partition back or forward (after a rejected commit)."""
+        ...
+
+    def poll(self, max_messages: int, timeout: float) -> list[LogMessage]:
+        """Up to `max_messages`, waiting at most `timeout` seconds for the first."""
+        ...
+
+    def assignment(self) -> list[TopicPartition]:
+        """The partitions this consumer currently reads."""
+        ...
+
+    def partitions(self, topic: str) -> int:
+        """How many partitions `topic` has (0 if it does not exist yet)."""
+        ...
+
+    def lag(self) -> dict[TopicPartition, PartitionLag]:
+        """Position and end of every assigned partition (one round trip)."""
+        ...
+
+    def caught_up(self) -> bool:
+        """Whether every assigned partition has been read to its end."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class PositionFilter:
+    """Drops messages whose global position was already seen on their partition.
+
+    The relay publishes in global order, so positions only grow within a
+    partition; a message at or below the last one seen is a duplicate (Kafka's
+    transaction protocol has had published anomalies that deliver one twice).
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[TopicPartition, int] = {}
+
+    def reset(self, partition: TopicPartition, last_position: int) -> None:
+        self._last[partition] = last_position
+
+    def forget(self, partition: TopicPartition) -> None:
+        self._last.pop(partition, None)
+
+    def accept(self, message: LogMessage) -> bool:
+        if message.record is None:
+            return True
+        return self.accept_position(
+            message.topic_partition, message.record.position, message.offset
+        )
+
+    def accept_position(self, partition: TopicPartition, position: int, offset: int) -> bool:
+        """`accept` for a message known by its partition, position and offset."""
+        last = self._last.get(partition, 0)
+        if position <= last:
+            log.warning(
+                "dropping duplicate of global position %d at %s@%d (already applied up to %d)",
+                position,
+                partition,
+                offset,
+                last,
+            )
+            return False
+        self._last[partition] = position
+        return True

@@ -1,0 +1,138 @@
+"""librdkafka configuration with safe defaults, whatever librdkafka's own are."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+
+from eventsource.errors import ConfigurationError
+from eventsource.settings import Settings, redact
+
+log = logging.getLogger(__name__)
+kafka_log = logging.getLogger("eventsource.kafka")
+
+# Settings that exactly-once depends on: a pass-through value that contradicts
+# one of these is refused rather than silently applied.
+PRODUCER_SAFETY: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+}
+CONSUMER_SAFETY: dict[str, Any] = {
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "isolation.level": "read_committed",
+}
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    # Java's default partitioner, so that every client puts a key in the same partition.
+    "partitioner": "murmur2_random",
+    "linger.ms": 5,
+    "queue.buffering.max.messages": 1_000_000,
+    "queue.buffering.max.kbytes": 1_048_576,
+    "transaction.timeout.ms": 60_000,
+    "message.timeout.ms": 60_000,
+}
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "auto.offset.reset": "earliest",
+    "enable.partition.eof": True,
+    "partition.assignment.strategy": "roundrobin",
+    "session.timeout.ms": 10_000,
+    "heartbeat.interval.ms": 1_000,
+    "max.poll.interval.ms": 300_000,
+    "fetch.wait.max.ms": 100,
+}
+_TRUE = {"true", "1", "yes"}
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    """Where Kafka is and how to talk to it.
+
+    `options` are passed through to librdkafka (SASL, SSL, anything else);
+    they may hold secrets, so this object's repr and every log line redact them.
+    """
+
+    bootstrap_servers: str
+    options: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    partitions: int = 6
+    topic_prefix: str = ""
+
+    def __repr__(self) -> str:
+        return (
+            f"KafkaConfig(bootstrap_servers={self.bootstrap_servers!r},"
+            f" options={redact(dict(self.options))!r}, partitions={self.partitions})"
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> KafkaConfig:
+        settings = settings or Settings()
+        config = settings.librdkafka_config()
+        servers = config.pop("bootstrap.servers")
+        return cls(servers, config, settings.topic_partitions, settings.topic_prefix)
+
+    def physical(self, topic: str) -> str:
+        """The Kafka topic that carries the log topic `topic`."""
+        return self.topic_prefix + topic
+
+    def logical(self, topic: str) -> str:
+        """The log topic a Kafka topic carries (its name without the prefix)."""
+        return topic[len(self.topic_prefix) :] if topic.startswith(self.topic_prefix) else topic
+
+    def client(self, **extra: Any) -> dict[str, Any]:
+        """Options for any client: admin, producer or consumer."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "logger": kafka_log,
+            "error_cb": _log_error,
+        }
+        config.update(self.options)
+        config.update(extra)
+        return config
+
+    def producer(self, transactional_id: str | None = None, **extra: Any) -> dict[str, Any]:
+        """A producer's options: idempotent, acks=all, transactional when given an id."""
+        config = {**PRODUCER_DEFAULTS, **self.client(**extra)}
+        _enforce(config, PRODUCER_SAFETY, "producer")
+        if transactional_id is not None:
+            config["transactional.id"] = transactional_id
+        return config
+
+    def consumer(self, group_id: str, **extra: Any) -> dict[str, Any]:
+        """A consumer's options: read_committed, no auto commit, from the earliest offset."""
+        config = {**CONSUMER_DEFAULTS, **self.client(**extra), "group.id": group_id}
+        _enforce(config, CONSUMER_SAFETY, "consumer")
+        return config
+
+
+def _enforce(config: dict[str, Any], safety: Mapping[str, Any], kind: str) -> None:
+    for key, required in safety.items():
+        given = config.get(key)
+        if given is not None and _normal(given) != _normal(required):
+            raise ConfigurationError(
+                f"Kafka {kind} option {key}={given!r} is refused: eventsource's exactly-once"
+                f" guarantees need {key}={required!r}"
+            )
+        config[key] = required
+
+
+def _normal(value: Any) -> str:
+    text = str(value).lower()
+    if text == "-1":  # acks=-1 is librdkafka's (and Java's) other name for acks=all
+        return "all"
+    return "true" if text in _TRUE else "false" if text in {"false", "0", "no"} else text
+
+
+def kafka_error(exc: KafkaException) -> KafkaError:
+    """The `KafkaError` inside a `KafkaException` (wrapping a bare message if need be)."""
+    inner = exc.args[0] if exc.args else None
+    if isinstance(inner, KafkaError):
+        return inner
+    return KafkaError(KafkaError._FAIL, str(inner))
+
+
+def _log_error(error: Any) -> None:
+    # librdkafka reports broker outages here and keeps retrying by itself.
+    kafka_log.warning("Kafka: %s", error)

@@ -1,0 +1,222 @@
+"""`LogConsumer` on Apache Kafka (confluent-kafka).
+
+Positions are owned by the caller: the consumer group only spreads partitions
+over a projection's workers; its committed offsets are never written or read.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+from eventsource.bus import wire
+from eventsource.bus.base import (
+    LogMessage,
+    OnAssign,
+    OnRevoke,
+    PartitionLag,
+    PositionFilter,
+    StartAt,
+    TopicPartition,
+)
+from eventsource.bus.config import KafkaConfig
+from eventsource.errors import BusError, DecodeError
+
+log = logging.getLogger(__name__)
+
+BEGINNING = OFFSET_BEGINNING
+END = OFFSET_END
+_WATERMARK_TIMEOUT = 10.0
+
+
+class KafkaLogConsumer:
+    """Reads event topics from Kafka with `read_committed` and caller-owned positions."""
+
+    def __init__(self, config: KafkaConfig, *, group_id: str | None = None, **options: Any) -> None:
+        self.group_id = group_id or f"eventsource-reader-{uuid.uuid4().hex[:12]}"
+        self.config = config
+        self._consumer = Consumer(config.consumer(self.group_id, **options))
+        self._filter = PositionFilter()
+        self._next: dict[TopicPartition, int] = {}
+        self._at_end: dict[TopicPartition, int] = {}
+        self._assigned: set[TopicPartition] = set()
+        self._partitions: dict[tuple[str, int], TopicPartition] = {}
+        self._closed = False
+
+    # -- assignment ------------------------------------------------------------
+
+    def subscribe(self, topics: Iterable[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
+        """Join the group; every (re)assignment asks `on_assign` where to resume."""
+
+        logical, physical = self.config.logical, self.config.physical
+
+        def assigned(consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+            ours = [TopicPartition(logical(p.topic), p.partition) for p in partitions]
+            starts = on_assign(ours)
+            consumer.assign(
+                [
+                    KafkaTopicPartition(
+                        physical(tp.topic),
+                        tp.partition,
+                        self._start(tp, starts.get(tp, StartAt(0))),
+                    )
+                    for tp in ours
+                ]
+            )
+            log.info("assigned %s", ", ".join(map(str, ours)) or "nothing")
+
+        def revoked(consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
+            ours = [TopicPartition(logical(p.topic), p.partition) for p in partitions]
+            try:
+                on_revoke(ours)
+            finally:
+                for tp in ours:
+                    self._forget(tp)
+                consumer.unassign()
+            log.info("revoked %s", ", ".join(map(str, ours)) or "nothing")
+
+        self._consumer.subscribe(
+            [physical(t) for t in topics], on_assign=assigned, on_revoke=revoked, on_lost=revoked
+        )
+
+    def assign(self, positions: Mapping[TopicPartition, StartAt]) -> None:
+        """Read exactly these partitions from these offsets, outside any group."""
+        partitions = [
+            KafkaTopicPartition(
+                self.config.physical(tp.topic), tp.partition, self._start(tp, start)
+            )
+            for tp, start in positions.items()
+        ]
+        self._consumer.assign(partitions)
+
+    def seek(self, partition: TopicPartition, start: StartAt) -> None:
+        offset = self._start(partition, start)
+        self._consumer.seek(
+            KafkaTopicPartition(self.config.physical(partition.topic), partition.partition, offset)
+        )
+
+    def assignment(self) -> list[TopicPartition]:
+        return sorted(self._assigned)
+
+    def partitions(self, topic: str) -> int:
+        name = self.config.physical(topic)
+        try:
+            metadata = self._consumer.list_topics(name, timeout=_WATERMARK_TIMEOUT)
+        except KafkaException as exc:
+            raise BusError(f"cannot read the metadata of topic {name!r}: {exc}") from exc
+        found = metadata.topics.get(name)
+        if found is None or found.error is not None:
+            return 0
+        return len(found.partitions)
+
+    def _start(self, tp: TopicPartition, start: StartAt) -> int:
+        # One object per partition: dict lookups in `poll` then match by identity.
+        tp = self._partitions.setdefault((self.config.physical(tp.topic), tp.partition), tp)
+        self._assigned.add(tp)
+        self._filter.reset(tp, start.last_position)
+        self._at_end.pop(tp, None)
+        if start.offset >= 0:
+            self._next[tp] = start.offset
+        return start.offset
+
+    def _forget(self, tp: TopicPartition) -> None:
+        self._assigned.discard(tp)
+        self._filter.forget(tp)
+        self._next.pop(tp, None)
+        self._at_end.pop(tp, None)
+
+    # -- reading ---------------------------------------------------------------
+
+    def poll(self, max_messages: int, timeout: float) -> list[LogMessage]:
+        try:
+            messages = self._fetch(max_messages, timeout)
+        except KafkaException as exc:
+            raise BusError(f"Kafka consumer failed: {exc}") from exc
+        out: list[LogMessage] = []
+        partitions, accept = self._partitions, self._filter.accept_position
+        for m in messages:
+            error = m.error()
+            if error is not None:
+                self._on_error(m, error)
+                continue
+            kafka_topic, partition, offset = m.topic() or "", m.partition() or 0, m.offset() or 0
+            tp = partitions.get((kafka_topic, partition))
+            if tp is None:
+                tp = TopicPartition(self.config.logical(kafka_topic), partition)
+                partitions[kafka_topic, partition] = tp
+            topic = tp.topic
+            self._next[tp] = offset + 1
+            self._at_end.pop(tp, None)
+            try:
+                record = wire.decode(topic, partition, offset, m.key(), m.value(), m.headers())
+            except DecodeError as exc:
+                out.append(LogMessage(topic, partition, offset, None, exc))
+                continue
+            if accept(tp, record.position, offset):
+                out.append(LogMessage(topic, partition, offset, record))
+        return out
+
+    def _fetch(self, max_messages: int, timeout: float) -> list[Any]:
+        # `consume(n, timeout)` waits out the whole timeout unless n messages
+        # arrive; take what is already fetched, else wait for the first only.
+        messages = self._consumer.consume(max_messages, 0)
+        if messages or timeout <= 0:
+            return messages
+        first = self._consumer.poll(timeout)
+        if first is None:
+            return []
+        return (
+            [first, *self._consumer.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
+        )
+
+    def _on_error(self, message: Any, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            tp = TopicPartition(self.config.logical(message.topic()), message.partition())
+            self._at_end[tp] = message.offset()
+            self._next[tp] = max(self._next.get(tp, 0), message.offset())
+            return
+        if error.fatal():
+            raise BusError(f"fatal Kafka consumer error: {error}")
+        # Broker outages, missing topics (the relay creates them): librdkafka
+        # retries by itself; say so and keep polling.
+        log.warning("Kafka consumer: %s; retrying", error)
+        time.sleep(0.2)
+
+    def lag(self) -> dict[TopicPartition, PartitionLag]:
+        out: dict[TopicPartition, PartitionLag] = {}
+        for tp in self.assignment():
+            try:
+                _low, high = self._consumer.get_watermark_offsets(
+                    KafkaTopicPartition(self.config.physical(tp.topic), tp.partition),
+                    timeout=_WATERMARK_TIMEOUT,
+                    cached=False,
+                )
+            except KafkaException as exc:
+                raise BusError(f"cannot read the end of {tp}: {exc}") from exc
+            # At the end of a partition the position is the end offset Kafka
+            # reported, past any trailing transaction marker; `high` moves on
+            # as soon as more is written, whether or not we have polled since.
+            position = self._at_end.get(tp, self._next.get(tp, 0))
+            end = max(high, position)
+            out[tp] = PartitionLag(position, end, end - position)
+        return out
+
+    def caught_up(self) -> bool:
+        return bool(self._assigned) and all(tp in self._at_end for tp in self._assigned)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._consumer.close()
+
+    def __enter__(self) -> KafkaLogConsumer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

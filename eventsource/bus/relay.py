@@ -1,0 +1,326 @@
+"""The relay: moves a store's events to Kafka, exactly once, in global order.
+
+How it knows where it stopped: it keeps no bookkeeping of its own. Every
+message carries its global position in a header, and the relay publishes in
+global order inside Kafka transactions, one transaction per batch. So after
+a crash, once `init_transactions()` has aborted whatever transaction the dead
+relay left open, the highest position among the last committed messages of
+the context's partitions is exactly the last event relayed; everything at or
+below it is on Kafka, nothing above it is.
+
+Two relays of one store share a `transactional.id`: the newer one fences the
+older, whose open transaction is aborted and which stops with `RelayFenced`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import TopicPartition as KafkaTopicPartition
+
+from eventsource.bus import wire
+from eventsource.bus.admin import TopicAdmin
+from eventsource.bus.config import KafkaConfig, kafka_error
+from eventsource.errors import BusError, RelayFenced, StoreError, TopicConfigError
+from eventsource.events.records import StoredEvent
+from eventsource.store.eventstore import EventStore
+
+log = logging.getLogger(__name__)
+
+_TIMEOUT = 30.0
+_FENCED = {
+    KafkaError._FENCED,
+    KafkaError.PRODUCER_FENCED,
+    KafkaError.INVALID_PRODUCER_EPOCH,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RelayProgress:
+    relayed: int
+    position: int
+    head: int
+
+    @property
+    def lag(self) -> int:
+        """Upper bound of events still to relay (positions may have gaps)."""
+        return max(0, self.head - self.position)
+
+
+ProgressCallback = Callable[[RelayProgress], None]
+
+
+class Relay:
+    """Publishes a store's events to its Kafka topics.
+
+    ::
+
+        with Relay(store, KafkaConfig("localhost:9092")) as relay:
+            relay.run(stop=stop_event)
+
+    `transactional_id` defaults to `eventsource-relay.<context>`: one relay per
+    store is active at a time, and starting a second one fences the first.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        kafka: KafkaConfig,
+        *,
+        transactional_id: str | None = None,
+        batch_size: int = 5000,
+        poll_interval: float = 0.1,
+        max_backoff: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.kafka = kafka
+        self.transactional_id = transactional_id or f"eventsource-relay.{store.context}"
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.max_backoff = max_backoff
+        self.admin = TopicAdmin(kafka)
+        self.position = 0
+        self.relayed = 0
+        self._producer: Producer | None = None
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(5)
+            self._producer = None
+
+    # -- start-up --------------------------------------------------------------
+
+    def start(self) -> int:
+        """Fence any older relay, then find the last event already on Kafka."""
+        producer = Producer(self.kafka.producer(self.transactional_id))
+        self._call(lambda: producer.init_transactions(_TIMEOUT), "initialise transactions")
+        self._producer = producer
+        self.position = self._recover()
+        log.info(
+            "relay %s for %r resumes after global position %d",
+            self.transactional_id,
+            self.store.context,
+            self.position,
+        )
+        return self.position
+
+    def _recover(self) -> int:
+        topics = self.admin.list_topics(self.kafka.physical(f"{self.store.context}."))
+        if not topics:
+            return 0
+        consumer = Consumer(
+            self.kafka.consumer(f"eventsource-relay-recovery-{uuid.uuid4().hex[:12]}")
+        )
+        try:
+            return max(
+                (
+                    last_position(consumer, topic, p)
+                    for topic, n in topics.items()
+                    for p in range(n)
+                ),
+                default=0,
+            )
+        finally:
+            consumer.close()
+
+    # -- relaying --------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        until_caught_up: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> int:
+        """Relay until `stop` is set (or, with `until_caught_up`, the store's head
+        is on Kafka). Returns how many events this call relayed."""
+        stop = stop or threading.Event()
+        if self._producer is None:
+            self.start()
+        relayed_before = self.relayed
+        backoff = self.poll_interval
+        while not stop.is_set():
+            try:
+                count = self.relay_batch()
+                backoff = self.poll_interval
+            except (BusError, StoreError) as exc:
+                # Fencing and unsafe topics are not outages: waiting will not fix them.
+                if isinstance(exc, (RelayFenced, TopicConfigError)):
+                    raise
+                log.warning("relay: %s; retrying in %.1f s", exc, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            if progress is not None and (count or until_caught_up):
+                progress(RelayProgress(self.relayed, self.position, self.store.head_position()))
+            if count == 0:
+                if until_caught_up:
+                    break
+                stop.wait(self.poll_interval)
+        return self.relayed - relayed_before
+
+    def relay_batch(self) -> int:
+        """Publish the next batch in one Kafka transaction; return its size."""
+        if self._producer is None:
+            self.start()
+        records = self.store.read_log(self.position, self.batch_size)
+        if not records:
+            return 0
+        self.admin.ensure(
+            {self.kafka.physical(self.store.topic_for(r.aggregate_type)) for r in records}
+        )
+        self._publish(records)
+        self.position = records[-1].position
+        self.relayed += len(records)
+        return len(records)
+
+    def _publish(self, records: Sequence[StoredEvent]) -> None:
+        producer = self._producer
+        assert producer is not None
+        context = self.store.context
+        prefix = self.kafka.topic_prefix
+        self._call(producer.begin_transaction, "begin a transaction")
+        try:
+            for record in records:
+                key, value, headers, timestamp = wire.encode(record)
+                topic = f"{prefix}{context}.{record.aggregate_type}"
+                while True:
+                    try:
+                        producer.produce(topic, value, key, headers=headers, timestamp=timestamp)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)  # the local queue is full: let it drain
+            self._commit(producer)
+        except BusError as exc:
+            if isinstance(exc, RelayFenced):
+                raise
+            self._abort(producer)
+            raise
+        except KafkaException as exc:
+            self._raise_if_fatal(exc)
+            self._abort(producer)
+            raise BusError(f"relay transaction failed: {exc}") from exc
+
+    def _commit(self, producer: Producer) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                producer.commit_transaction(_TIMEOUT)
+                return
+            except KafkaException as exc:
+                self._raise_if_fatal(exc)
+                error = kafka_error(exc)
+                if error.txn_requires_abort():
+                    raise BusError(f"Kafka refused the transaction: {error}") from exc
+                if not error.retriable():
+                    raise BusError(f"cannot commit the transaction: {error}") from exc
+                log.warning("relay: commit not confirmed (%s); retrying in %.1f s", error, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+
+    def _abort(self, producer: Producer) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                producer.abort_transaction(_TIMEOUT)
+                return
+            except KafkaException as exc:
+                self._raise_if_fatal(exc)
+                if not kafka_error(exc).retriable():
+                    raise BusError(f"cannot abort the transaction: {exc}") from exc
+                log.warning("relay: abort not confirmed (%s); retrying in %.1f s", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+
+    def _raise_if_fatal(self, exc: KafkaException) -> None:
+        error = kafka_error(exc)
+        if error.code() in _FENCED:
+            self._producer = None
+            raise RelayFenced(
+                f"relay {self.transactional_id!r} was fenced: another relay with the same"
+                " transactional id took over this store; this one stops and its open"
+                " transaction is aborted"
+            ) from exc
+        if error.fatal():
+            # The producer is unusable; start over: a new one re-reads where Kafka is.
+            self._producer = None
+            raise BusError(f"fatal Kafka producer error, restarting the producer: {error}") from exc
+
+    def _call(self, action: Callable[[], object], what: str) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                action()
+                return
+            except KafkaException as exc:
+                self._raise_if_fatal(exc)
+                if not kafka_error(exc).retriable():
+                    raise BusError(f"relay cannot {what}: {exc}") from exc
+                log.warning("relay: cannot %s (%s); retrying in %.1f s", what, exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+
+
+def last_position(consumer: Consumer, topic: str, partition: int) -> int:
+    """The global position of the last committed event in one partition (0 if none).
+
+    Reads backwards in growing windows, because the tail may be aborted
+    messages or control records that `read_committed` hides.
+    """
+    tp = KafkaTopicPartition(topic, partition)
+    try:
+        low, high = consumer.get_watermark_offsets(tp, timeout=_TIMEOUT, cached=False)
+    except KafkaException as exc:
+        raise BusError(f"cannot read the end of {topic}[{partition}]: {exc}") from exc
+    window = 16
+    end = high
+    while end > low:
+        start = max(low, end - window)
+        found = _last_in_range(consumer, topic, partition, start, end)
+        if found is not None:
+            return found
+        end = start
+        window *= 4
+    return 0
+
+
+def _last_in_range(
+    consumer: Consumer, topic: str, partition: int, start: int, end: int
+) -> int | None:
+    consumer.assign([KafkaTopicPartition(topic, partition, start)])
+    last: int | None = None
+    deadline = time.monotonic() + _TIMEOUT
+    while time.monotonic() < deadline:
+        message = consumer.poll(1.0)
+        if message is None:
+            continue
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                break
+            if error.fatal():
+                raise BusError(f"reading {topic}[{partition}] failed: {error}")
+            continue
+        offset = message.offset()
+        if offset is None or offset >= end:
+            break
+        position = wire.position_of(message.headers())
+        if position is not None:
+            last = position
+    else:
+        raise BusError(f"timed out reading the tail of {topic}[{partition}]")
+    consumer.unassign()
+    return last

@@ -1,0 +1,152 @@
+"""The Kafka message format of an event (documented in docs/wire-format.md).
+
+topic    <context>.<aggregate type>
+key      the aggregate id, UTF-8
+value    the event's own fields as a JSON object, UTF-8 (the stored payload)
+timestamp  occurred_at in milliseconds (CreateTime)
+headers  (UTF-8 strings)
+  content-type       application/json
+  es-event-type      the event's stable type name
+  es-schema-version  schema version of the payload
+  es-event-id        UUID
+  es-aggregate-type  aggregate type name
+  es-aggregate-id    aggregate id (same as the key)
+  es-version         the event's version in its stream (1-based)
+  es-position        global position in the source store
+  es-occurred-at     ISO 8601 UTC, microseconds
+  es-correlation-id  UUID (absent when none)
+  es-causation-id    UUID (absent when none)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+import orjson
+
+from eventsource.errors import DecodeError
+from eventsource.events.records import StoredEvent, stream_id_for
+
+CONTENT_TYPE = "application/json"
+H_CONTENT_TYPE = "content-type"
+H_TYPE = "es-event-type"
+H_SCHEMA = "es-schema-version"
+H_EVENT_ID = "es-event-id"
+H_AGG_TYPE = "es-aggregate-type"
+H_AGG_ID = "es-aggregate-id"
+H_VERSION = "es-version"
+H_POSITION = "es-position"
+H_OCCURRED = "es-occurred-at"
+H_CORRELATION = "es-correlation-id"
+H_CAUSATION = "es-causation-id"
+
+Headers = list[tuple[str, str | bytes]]
+
+
+def encode(record: StoredEvent) -> tuple[bytes, bytes, Headers, int]:
+    """`(key, value, headers, timestamp_ms)` of the Kafka message for `record`."""
+    headers: Headers = [
+        (H_CONTENT_TYPE, b"application/json"),
+        (H_TYPE, record.event_type.encode()),
+        (H_SCHEMA, str(record.schema_version).encode()),
+        (H_EVENT_ID, str(record.event_id).encode()),
+        (H_AGG_TYPE, record.aggregate_type.encode()),
+        (H_AGG_ID, record.aggregate_id.encode()),
+        (H_VERSION, str(record.version).encode()),
+        (H_POSITION, str(record.position).encode()),
+        (H_OCCURRED, record.occurred_at.isoformat(timespec="microseconds").encode()),
+    ]
+    if record.metadata not in ("", "{}"):
+        meta = orjson.loads(record.metadata)
+        if meta.get("correlation_id"):
+            headers.append((H_CORRELATION, meta["correlation_id"].encode()))
+        if meta.get("causation_id"):
+            headers.append((H_CAUSATION, meta["causation_id"].encode()))
+    timestamp = int(record.occurred_at.timestamp() * 1000)
+    return record.aggregate_id.encode(), record.payload.encode(), headers, timestamp
+
+
+def decode(  # noqa: PLR0917 - the fields of one Kafka message
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: list[tuple[str, bytes]] | None,
+) -> StoredEvent:
+    """The stored event a Kafka message carries; `DecodeError` naming where it was."""
+    h: dict[str, bytes] = dict(headers) if headers else {}
+    try:
+        event_type = h[H_TYPE].decode()
+        aggregate_type = h[H_AGG_TYPE].decode()
+        aggregate_id = h[H_AGG_ID].decode()
+        version = int(h[H_VERSION])
+        position = int(h[H_POSITION])
+        schema_version = int(h[H_SCHEMA])
+        event_id = UUID(h[H_EVENT_ID].decode())
+        occurred_at = datetime.fromisoformat(h[H_OCCURRED].decode())
+        if value is None:
+            raise ValueError("the message has no value")
+        payload = value.decode()
+        content_type = h.get(H_CONTENT_TYPE)
+        if content_type is not None and content_type != b"application/json":
+            raise ValueError(f"content-type {content_type!r} is not {CONTENT_TYPE}")
+        correlation = h.get(H_CORRELATION)
+        causation = h.get(H_CAUSATION)
+    except KeyError as exc:
+        raise DecodeError(
+            f"missing header {exc.args[0]!r}; not an eventsource event",
+            topic=topic,
+            partition=partition,
+            offset=offset,
+        ) from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(
+            f"malformed message: {exc}",
+            event_type=_text(h.get(H_TYPE)),
+            topic=topic,
+            partition=partition,
+            offset=offset,
+        ) from exc
+    if occurred_at.tzinfo is None:
+        raise DecodeError(
+            "es-occurred-at has no time zone",
+            event_type=event_type,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+        )
+    meta: dict[str, str] = {}
+    if correlation:
+        meta["correlation_id"] = correlation.decode(errors="replace")
+    if causation:
+        meta["causation_id"] = causation.decode(errors="replace")
+    return StoredEvent(
+        position=position,
+        stream_id=stream_id_for(aggregate_type, aggregate_id),
+        aggregate_id=aggregate_id,
+        aggregate_type=aggregate_type,
+        version=version,
+        event_type=event_type,
+        schema_version=schema_version,
+        event_id=event_id,
+        occurred_at=occurred_at,
+        payload=payload,
+        metadata=orjson.dumps(meta).decode() if meta else "{}",
+    )
+
+
+def position_of(headers: list[tuple[str, bytes]] | None) -> int | None:
+    """The global position header of a message, if it has a valid one."""
+    for name, value in headers or ():
+        if name == H_POSITION:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode(errors="replace") if value is not None else None

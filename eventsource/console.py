@@ -1,0 +1,124 @@
+"""Progress and tables for the command line: rich on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+PLAIN_EVERY = 5.0
+
+
+def is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+class ProgressReport:
+    """Shows `done / total` with rate, lag and time left.
+
+    On a terminal it is a rich progress bar; otherwise a plain line every
+    few seconds, so that logs of long rebuilds and relays stay readable.
+    """
+
+    def __init__(self, description: str, *, total: int | None = None, unit: str = "events") -> None:
+        self.description = description
+        self.unit = unit
+        self.total = total
+        self.done = 0
+        self.lag: int | None = None
+        self._started = time.monotonic()
+        self._last_line = 0.0
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> ProgressReport:
+        if is_terminal():
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:>10} {task.fields[lag]}"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(
+                self.description, total=self.total, rate="", lag=""
+            )
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+        else:
+            self._line(final=True)
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self._started
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def update(self, done: int, *, total: int | None = None, lag: int | None = None) -> None:
+        self.done = done
+        if total is not None:
+            self.total = total
+        self.lag = lag
+        if self._progress is not None and self._task is not None:
+            self._progress.update(
+                self._task,
+                completed=done,
+                total=self.total,
+                rate=f"{self.rate:,.0f}/s",
+                lag="" if lag is None else f"lag {lag:,}",
+            )
+        elif time.monotonic() - self._last_line >= PLAIN_EVERY:
+            self._line()
+
+    def _line(self, *, final: bool = False) -> None:
+        self._last_line = time.monotonic()
+        total = f"/{self.total:,}" if self.total is not None else ""
+        lag = f", lag {self.lag:,}" if self.lag is not None else ""
+        eta = ""
+        if not final and self.total and self.rate > 0 and self.done < self.total:
+            eta = f", {(self.total - self.done) / self.rate:,.0f} s left"
+        state = "done: " if final else ""
+        print(
+            f"{self.description}: {state}{self.done:,}{total} {self.unit}"
+            f" ({self.rate:,.0f}/s{lag}{eta})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A table on stdout (rich renders plainly when stdout is not a terminal)."""
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    Console(width=160 if not sys.stdout.isatty() else None).print(table)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(orjson.dumps(value, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")

@@ -27,6 +27,7 @@ from eventsource.bus.base import (
 )
 from eventsource.bus.config import KafkaConfig
 from eventsource.errors import BusError, DecodeError
+from eventsource.gc_pause import paused_gc
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,10 @@ class KafkaLogConsumer:
             messages = self._fetch(max_messages, timeout)
         except KafkaException as exc:
             raise BusError(f"Kafka consumer failed: {exc}") from exc
+        with paused_gc():
+            return self._records(messages)
+
+    def _records(self, messages: list[Any]) -> list[LogMessage]:
         out: list[LogMessage] = []
         partitions, accept = self._partitions, self._filter.accept_position
         for m in messages:

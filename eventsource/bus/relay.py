@@ -19,16 +19,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
+from sqlalchemy.exc import DBAPIError
 
 from eventsource.bus import wire
 from eventsource.bus.admin import TopicAdmin
 from eventsource.bus.config import KafkaConfig, kafka_error
+from eventsource.bus.outbox import OutgoingMessage, read_messages
 from eventsource.errors import BusError, RelayFenced, StoreError, TopicConfigError
-from eventsource.events.records import StoredEvent
 from eventsource.store.eventstore import EventStore
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,8 @@ class Relay:
         self.position = 0
         self.relayed = 0
         self._producer: Producer | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._ahead: tuple[int, Future[list[OutgoingMessage]]] | None = None
 
     def __enter__(self) -> Relay:
         return self
@@ -97,6 +101,10 @@ class Relay:
         self.close()
 
     def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+            self._ahead = None
         if self._producer is not None:
             self._producer.flush(5)
             self._producer = None
@@ -176,30 +184,56 @@ class Relay:
         """Publish the next batch in one Kafka transaction; return its size."""
         if self._producer is None:
             self.start()
-        records = self.store.read_log(self.position, self.batch_size)
-        if not records:
+        messages = self._next_messages()
+        if not messages:
             return 0
         self.admin.ensure(
-            {self.kafka.physical(self.store.topic_for(r.aggregate_type)) for r in records}
+            {self.kafka.physical(self.store.topic_for(m.aggregate_type)) for m in messages}
         )
-        self._publish(records)
-        self.position = records[-1].position
-        self.relayed += len(records)
-        return len(records)
+        self._publish(messages)
+        self.position = messages[-1].position
+        self.relayed += len(messages)
+        return len(messages)
 
-    def _publish(self, records: Sequence[StoredEvent]) -> None:
+    def _next_messages(self) -> list[OutgoingMessage]:
+        """The batch after `self.position`, read ahead while the last one was committing.
+
+        Waiting for Kafka to acknowledge a transaction leaves the process idle:
+        the next batch is read from the store meanwhile. A read-ahead that does
+        not start at the current position (a batch failed and is sent again)
+        is dropped.
+        """
+        ahead, self._ahead = self._ahead, None
+        try:
+            if ahead is not None and ahead[0] == self.position:
+                messages = ahead[1].result()
+            else:
+                messages = read_messages(self.store, self.position, self.batch_size)
+        except DBAPIError as exc:
+            raise StoreError(f"relay cannot read {self.store!r}: {exc.orig}") from exc
+        if len(messages) == self.batch_size:
+            after = messages[-1].position
+            future = self._reader().submit(read_messages, self.store, after, self.batch_size)
+            self._ahead = (after, future)
+        return messages
+
+    def _reader(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="relay-read-ahead")
+        return self._executor
+
+    def _publish(self, messages: Sequence[OutgoingMessage]) -> None:
         producer = self._producer
         assert producer is not None
-        context = self.store.context
-        prefix = self.kafka.topic_prefix
+        prefix = f"{self.kafka.topic_prefix}{self.store.context}."
+        produce = producer.produce
         self._call(producer.begin_transaction, "begin a transaction")
         try:
-            for record in records:
-                key, value, headers, timestamp = wire.encode(record)
-                topic = f"{prefix}{context}.{record.aggregate_type}"
+            for m in messages:
+                topic = prefix + m.aggregate_type
                 while True:
                     try:
-                        producer.produce(topic, value, key, headers=headers, timestamp=timestamp)
+                        produce(topic, m.value, m.key, headers=m.headers, timestamp=m.timestamp)
                         break
                     except BufferError:
                         producer.poll(0.05)  # the local queue is full: let it drain

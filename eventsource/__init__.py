@@ -21,6 +21,17 @@ from eventsource.errors import UnknownEventType as UnknownEventType
 from eventsource.events import Event as Event
 from eventsource.events import StoredEvent as StoredEvent
 from eventsource.events import upcaster as upcaster
+from eventsource.projections import Projection as Projection
+from eventsource.projections import Reaction as Reaction
+from eventsource.projections import Reactor as Reactor
+from eventsource.projections import View as View
+from eventsource.projections import Worker as Worker
+from eventsource.projections import handles as handles
+from eventsource.projections.deadlines import Deadline as Deadline
+from eventsource.projections.deadlines import deadline as deadline
+from eventsource.projections.wait import WaitTimeout as WaitTimeout
+from eventsource.projections.wait import wait_for as wait_for
+from eventsource.projections.windows import TumblingWindow as TumblingWindow
 from eventsource.settings import Settings as Settings
 from eventsource.store import EventStore as EventStore
 
@@ -31,6 +42,7 @@ __all__ = [
     "AggregateNotFound",
     "ConcurrencyError",
     "ConfigurationError",
+    "Deadline",
     "DecodeError",
     "EncodeError",
     "Event",
@@ -39,13 +51,23 @@ __all__ = [
     "EventTooLarge",
     "InvalidAggregateId",
     "MissingHandler",
+    "Projection",
+    "Reaction",
+    "Reactor",
     "Repository",
     "Settings",
     "StoreError",
     "StoredEvent",
+    "TumblingWindow",
     "UnknownEventType",
+    "View",
+    "WaitTimeout",
+    "Worker",
     "__version__",
     "caused_by",
+    "deadline",
+    "handles",
     "on",
     "upcaster",
+    "wait_for",
 ]

@@ -6,6 +6,7 @@ given on the command line win.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import signal
@@ -168,6 +169,237 @@ def events_tail(
             idle_exit=idle_exit,
         ):
             click.echo(line)
+
+
+# -- projection ----------------------------------------------------------------------
+
+
+@cli.group()
+def projection() -> None:
+    """Run, inspect and rebuild projections and reactors (named package.module:Class)."""
+
+
+def _context_options(command: click.decorators.FC) -> click.decorators.FC:
+    command = click.option("--url", help="The context's database URL (views, positions).")(command)
+    return click.option("--context", help="The bounded context (default: EVENTSOURCE_CONTEXT).")(
+        command
+    )
+
+
+@projection.command("run")
+@click.argument("names", nargs=-1, required=True)
+@_context_options
+@click.option("--batch-size", default=1000, show_default=True, help="Events per transaction.")
+@click.option("--until-caught-up", is_flag=True, help="Stop once the end of the log is applied.")
+def projection_run(
+    names: tuple[str, ...],
+    url: str | None,
+    context: str | None,
+    batch_size: int,
+    until_caught_up: bool,
+) -> None:
+    """Run projections and reactors until SIGTERM (each finishes its batch)."""
+    from eventsource.projections.runner import Runtime, load_class, run_workers
+    from eventsource.projections.worker import BatchStats, Worker
+
+    classes = [load_class(name) for name in names]
+    with Runtime(settings_from(url, context)) as runtime, stop_on_signals() as stop:
+        workers = [runtime.worker(cls, batch_size=batch_size) for cls in classes]
+        reports = {w.name: ProgressReport(f"{w.kind} {w.name}") for w in workers}
+
+        def show(worker: Worker, stats: BatchStats) -> None:
+            if stats.messages:
+                reports[worker.name].update(worker.applied)
+
+        for report in reports.values():
+            report.__enter__()
+        try:
+            run_workers(workers, stop=stop, until_caught_up=until_caught_up, on_batch=show)
+        finally:
+            for report in reports.values():
+                report.__exit__(None, None, None)
+
+
+@projection.command("status")
+@click.argument("names", nargs=-1, required=True)
+@_context_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def projection_status(
+    names: tuple[str, ...], url: str | None, context: str | None, as_json: bool
+) -> None:
+    """Positions, end of log, lag per partition and the last error."""
+    from eventsource.console import print_json, print_table
+    from eventsource.projections.runner import Runtime, load_class
+    from eventsource.projections.status import status
+
+    results = []
+    with Runtime(settings_from(url, context)) as runtime:
+        for name in names:
+            cls = load_class(name)
+            results.append(status(cls, runtime.store().engine, runtime.log(cls.name)))
+    if as_json:
+        print_json([r.as_dict() for r in results])
+        return
+    for r in results:
+        version = f"v{r.version}" if r.version is not None else "-"
+        stale = (
+            "" if r.version in (None, r.code_version) else f" (code: v{r.code_version}: rebuild)"
+        )
+        parked = f", {r.parked} parked event(s)" if r.parked else ""
+        click.echo(f"{r.kind} {r.name} {version}{stale}: {r.status}, lag {r.lag:,}{parked}")
+        if r.last_error:
+            click.echo(f"  last error ({r.last_error_at}): {r.last_error}")
+        print_table(
+            r.name,
+            ["topic", "partition", "offset", "end", "lag", "last position"],
+            [(p.topic, p.partition, p.offset, p.end, p.lag, p.last_position) for p in r.partitions],
+        )
+
+
+@projection.command("reset")
+@click.argument("name")
+@_context_options
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def projection_reset(name: str, url: str | None, context: str | None, yes: bool) -> None:
+    """Empty a projection's views and positions (readers see it empty: prefer rebuild)."""
+    from eventsource.projections.runner import Runtime, load_class
+    from eventsource.projections.status import reset
+
+    cls = load_class(name)
+    if not yes:
+        click.confirm(f"Empty the views of {cls.name} and start it from offset zero?", abort=True)
+    with Runtime(settings_from(url, context)) as runtime:
+        reset(cls, runtime.store().engine)
+    click.echo(f"{cls.name}: views emptied; the next run starts from offset zero")
+
+
+@projection.command("rebuild")
+@click.argument("name")
+@_context_options
+@click.option("--batch-size", default=5000, show_default=True, help="Events per transaction.")
+@click.option("--restart", is_flag=True, help="Start over instead of resuming a killed rebuild.")
+def projection_rebuild(
+    name: str, url: str | None, context: str | None, batch_size: int, restart: bool
+) -> None:
+    """Rebuild from offset zero beside the live view, then swap it in atomically."""
+    from eventsource.projections.rebuild import RebuildProgress, rebuild
+    from eventsource.projections.runner import Runtime, load_class
+
+    cls = load_class(name)
+    with (
+        Runtime(settings_from(url, context)) as runtime,
+        stop_on_signals() as stop,
+        ProgressReport(f"rebuild {cls.name}") as report,
+    ):
+
+        def show(progress: RebuildProgress) -> None:
+            report.update(progress.done, total=progress.total, lag=progress.lag)
+
+        # What start-up loaded (modules, classes, the engine) lives as long as
+        # the process: keep it out of the thousands of collections a rebuild runs.
+        gc.collect()
+        gc.freeze()
+        applied = rebuild(
+            cls,
+            runtime.log(f"{cls.name}.rebuild"),
+            engine=runtime.store().engine,
+            batch_size=batch_size,
+            restart=restart,
+            stop=stop,
+            progress=show,
+        )
+    if stop.is_set():
+        click.echo(f"{cls.name}: rebuild interrupted after {applied:,} events; run again to resume")
+        sys.exit(1)
+    click.echo(f"{cls.name}: rebuilt from offset zero ({applied:,} events) and swapped in")
+
+
+@projection.command("replay")
+@click.argument("name")
+@_context_options
+def projection_replay(name: str, url: str | None, context: str | None) -> None:
+    """Apply parked (dead-lettered) events again, once their handler is fixed."""
+    from eventsource.projections.runner import Runtime, load_class
+
+    cls = load_class(name)
+    with Runtime(settings_from(url, context)) as runtime:
+        worker = runtime.worker(cls)
+        replayed, left = worker.replay_parked()
+    click.echo(f"{cls.name}: replayed {replayed} parked event(s); {left} still parked")
+    if left:
+        sys.exit(1)
+
+
+@projection.command("deadletters")
+@click.argument("name")
+@_context_options
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def projection_deadletters(
+    name: str, url: str | None, context: str | None, limit: int, as_json: bool
+) -> None:
+    """List a projection's dead letters, newest first."""
+    from eventsource.console import print_json, print_table
+    from eventsource.projections import deadletters
+    from eventsource.projections.runner import Runtime, load_class
+    from eventsource.store.engine import read_transaction
+
+    cls = load_class(name)
+    with Runtime(settings_from(url, context)) as runtime:
+        engine = runtime.store().engine
+        upgrade_schema(engine)
+        with read_transaction(engine) as conn:
+            letters = deadletters.listing(conn, cls.name, limit=limit)
+    if as_json:
+        print_json([letter.as_dict() for letter in letters])
+        return
+    print_table(
+        f"dead letters of {cls.name}",
+        ["id", "status", "where", "stream", "type", "error"],
+        [
+            (
+                d.id,
+                d.status,
+                f"{d.topic}[{d.partition}]@{d.offset}",
+                d.stream_id,
+                d.event_type,
+                d.error[:80],
+            )
+            for d in letters
+        ],
+    )
+
+
+@projection.command("wait")
+@click.argument("name")
+@click.option("--position", type=int, required=True, help="Global position of the store.")
+@_context_options
+@click.option("--store-context", help="Context of the store the position belongs to.")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds.")
+def projection_wait(
+    name: str,
+    position: int,
+    url: str | None,
+    context: str | None,
+    store_context: str | None,
+    timeout: float,
+) -> None:
+    """Wait until a projection has applied a store's events up to a position."""
+    from eventsource.projections.runner import Runtime, load_class
+    from eventsource.projections.wait import wait_for
+
+    cls = load_class(name)
+    settings = settings_from(url, context)
+    with Runtime(settings) as runtime:
+        wait_for(
+            cls,
+            position,
+            store=runtime.store(store_context),
+            views=runtime.store().engine,
+            partitions=1 if settings.embedded else settings.topic_partitions,
+            timeout=timeout,
+        )
+    click.echo(f"{cls.name} has applied position {position}")
 
 
 def main() -> None:

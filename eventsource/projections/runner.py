@@ -1,0 +1,214 @@
+"""Running projections and reactors from configuration, one thread each.
+
+A process runs the consumers of one bounded context: their views (and a
+reactor's new events) go to the context's database, `EVENTSOURCE_DATABASE_URL`.
+The log is Kafka when `EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS` is set; otherwise
+the embedded SQL log, where a topic `<context>.<type>` is read from the store
+of `<context>`: the process's own store, or one named in `EVENTSOURCE_STORES`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from types import TracebackType
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from eventsource.bus.base import LogConsumer
+from eventsource.errors import ConfigurationError
+from eventsource.projections.base import Consumer, Reactor
+from eventsource.projections.worker import BatchStats, Worker
+from eventsource.settings import Settings
+from eventsource.store.eventstore import EventStore
+
+log = logging.getLogger(__name__)
+
+
+def load_class(path: str) -> type[Consumer]:
+    """The projection or reactor class named `package.module:Class`."""
+    module_name, colon, attribute = path.partition(":")
+    if not colon or not module_name or not attribute:
+        raise ConfigurationError(f"{path!r} is not an import path of the form package.module:Class")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import {module_name!r} for {path!r}: {exc}") from exc
+    found = module
+    for part in attribute.split("."):
+        found = getattr(found, part, None)  # type: ignore[assignment]
+        if found is None:
+            raise ConfigurationError(f"{module_name!r} has no {attribute!r}")
+    if not (isinstance(found, type) and issubclass(found, Consumer)):
+        raise ConfigurationError(f"{path!r} is not a Projection or Reactor subclass")
+    return found
+
+
+def group_id(name: str) -> str:
+    """The Kafka consumer group that spreads a consumer's partitions over its workers."""
+    return f"eventsource.{name}"
+
+
+class Runtime:
+    """The stores and logs of one process, built from settings and closed together."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self._stores: dict[str, EventStore] = {}
+        self._logs: list[LogConsumer] = []
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def store(self, context: str | None = None) -> EventStore:
+        """The event store of `context` (default: this process's own)."""
+        context = context or self.settings.context
+        found = self._stores.get(context)
+        if found is None:
+            urls = self.settings.store_urls()
+            if context not in urls:
+                raise ConfigurationError(
+                    f"no database is configured for context {context!r}; set EVENTSOURCE_STORES"
+                )
+            found = self._stores[context] = EventStore(urls[context], context=context)
+        return found
+
+    def log(self, name: str) -> LogConsumer:
+        """A fresh log consumer for the consumer called `name` (its Kafka group)."""
+        consumer: LogConsumer
+        if self.settings.embedded:
+            from eventsource.bus.sqllog import SqlLogConsumer
+
+            stores = {ctx: self.store(ctx) for ctx in self.settings.store_urls()}
+            consumer = SqlLogConsumer(stores)
+        else:
+            from eventsource.bus.config import KafkaConfig
+            from eventsource.bus.kafka import KafkaLogConsumer
+
+            consumer = KafkaLogConsumer(
+                KafkaConfig.from_settings(self.settings), group_id=group_id(name)
+            )
+        self._logs.append(consumer)
+        return consumer
+
+    def worker(self, cls: type[Consumer], *, batch_size: int = 1000) -> Worker:
+        """A worker for `cls` in this process's context."""
+        own = self.store()
+        log_consumer = self.log(cls.name)
+        if issubclass(cls, Reactor):
+            return Worker(cls(), log_consumer, store=own, batch_size=batch_size)
+        return Worker(
+            cls(), log_consumer, engine=own.engine, codec=own.codec, batch_size=batch_size
+        )
+
+    def close(self) -> None:
+        for consumer in self._logs:
+            consumer.close()
+        for store in self._stores.values():
+            store.close()
+        self._logs.clear()
+        self._stores.clear()
+
+
+def run_workers(
+    workers: Sequence[Worker],
+    *,
+    stop: threading.Event,
+    until_caught_up: bool = False,
+    on_batch: Callable[[Worker, BatchStats], None] | None = None,
+    deadline_interval: float = 1.0,
+    lag_interval: float = 30.0,
+) -> None:
+    """Run each worker in its own thread until `stop`; re-raise the first failure.
+
+    When one worker fails the others finish their batch and stop too, so a
+    process never keeps running half of its consumers unnoticed.
+    """
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def target(worker: Worker) -> None:
+        try:
+            worker.run(stop=stop, until_caught_up=until_caught_up, on_batch=on_batch)
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+            stop.set()
+
+    threads = [
+        threading.Thread(target=target, args=(w,), name=f"worker-{w.name}", daemon=True)
+        for w in workers
+    ]
+    scheduler = periodic_work(
+        workers, deadline_interval=deadline_interval, lag_interval=lag_interval
+    )
+    scheduler.start()
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)
+    finally:
+        scheduler.shutdown(wait=True)
+    if errors:
+        raise errors[0]
+
+
+def periodic_work(
+    workers: Sequence[Worker], *, deadline_interval: float = 1.0, lag_interval: float = 30.0
+) -> BackgroundScheduler:
+    """An APScheduler running the workers' periodic jobs: due deadlines and lag reports.
+
+    Deadlines are polled from their table, so their due times survive restarts;
+    the scheduler itself holds nothing that a restart could lose.
+    """
+    scheduler = BackgroundScheduler(timezone="UTC")
+    for worker in workers:
+        if type(worker.consumer)._deadlines:
+            scheduler.add_job(
+                _safely(worker.fire_deadlines, f"deadlines of {worker.name}"),
+                "interval",
+                seconds=deadline_interval,
+                max_instances=1,
+                coalesce=True,
+                id=f"deadlines:{worker.name}",
+            )
+    if lag_interval > 0:
+        scheduler.add_job(
+            _safely(lambda: report_lag(workers), "lag report"),
+            "interval",
+            seconds=lag_interval,
+            max_instances=1,
+            coalesce=True,
+            id="lag-report",
+        )
+    return scheduler
+
+
+def report_lag(workers: Sequence[Worker]) -> None:
+    for worker in workers:
+        lags = worker.log.lag()
+        total = sum(p.lag for p in lags.values())
+        log.info("%s %s: lag %d over %d partition(s)", worker.kind, worker.name, total, len(lags))
+
+
+def _safely(job: Callable[[], object], what: str) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            job()
+        except Exception:
+            # The job runs again at its next interval; the failure must be seen.
+            log.exception("periodic job failed: %s", what)
+
+    return run

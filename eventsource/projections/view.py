@@ -1,0 +1,430 @@
+"""`View`: what projection handlers write through.
+
+Handlers upsert, update, delete and get rows by primary key. Nothing touches
+the database row by row: within a batch the changes are folded in memory
+(ten events on one row become one write), and `flush` writes them with one
+bulk statement per table and column set, in the batch's transaction.
+
+Between batches the view keeps a bounded cache of rows it has read or
+written. The worker is the only writer of its tables, so the cache stays
+true until the worker loses ownership (then it is cleared). A table that
+starts empty (a rebuild) is "complete": a row missing from the cache is
+absent, so folding a rebuild never reads the database at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    Date,
+    DateTime,
+    Enum,
+    Executable,
+    Integer,
+    Numeric,
+    Result,
+    String,
+    Table,
+    TextClause,
+    Time,
+    TypeDecorator,
+    Uuid,
+    and_,
+    bindparam,
+    delete,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from eventsource.errors import ConfigurationError
+
+Key = tuple[Any, ...]
+Row = dict[str, Any]
+_ABSENT: None = None
+DEFAULT_CACHE_ROWS = 200_000
+
+
+@dataclass
+class _TableState:
+    logical: Table
+    physical: Table
+    key_columns: list[Column[Any]]
+    # Values of a new row's columns that the handler did not give; columns the
+    # database (or a Python callable) fills in are left out of it.
+    defaults: Row
+    names: frozenset[str] = frozenset()
+    key_names: tuple[str, ...] = ()
+    # PostgreSQL bulk upserts by column set (None: not possible for those columns).
+    unnest: dict[tuple[str, ...], TextClause | None] = field(default_factory=dict)
+    cache: dict[Key, Row | None] = field(default_factory=dict)
+    complete: bool = False
+    # The batch in progress: rows fully known (None = deleted), and blind
+    # upserts of rows whose current state was never read.
+    known: dict[Key, Row | None] = field(default_factory=dict)
+    partial: dict[Key, Row] = field(default_factory=dict)
+
+
+class View:
+    """Buffered, keyed access to a projection's view tables for one worker."""
+
+    def __init__(
+        self,
+        tables: Sequence[Table],
+        *,
+        physical: Mapping[str, Table] | None = None,
+        cache_rows: int = DEFAULT_CACHE_ROWS,
+    ) -> None:
+        self.cache_rows = cache_rows
+        # Shared: other workers own some partitions and may write the same
+        # rows, so nothing is cached across batches and reads lock the row.
+        self.shared = False
+        self._states: dict[int, _TableState] = {}
+        self._conn: Connection | None = None
+        # Set once `execute` ran: rows read since then may hold the batch's own
+        # uncommitted writes, so a rollback must forget them.
+        self._ran_sql = False
+        for table in tables:
+            target = physical.get(table.name, table) if physical else table
+            self._states[id(table)] = _TableState(
+                logical=table,
+                physical=target,
+                key_columns=list(target.primary_key.columns),
+                defaults=_scalar_defaults(target),
+                names=frozenset(target.c.keys()),
+                key_names=tuple(c.name for c in target.primary_key.columns),
+            )
+
+    # -- batch lifecycle (driven by the worker) --------------------------------
+
+    def begin(self, connection: Connection) -> None:
+        self._conn = connection
+        self._ran_sql = False
+        if self.shared:
+            self.clear_cache()
+        for state in self._states.values():
+            state.known.clear()
+            state.partial.clear()
+
+    def flush(self) -> None:
+        """Write the batch's changes in bulk (inside the batch's transaction)."""
+        conn = self._require_connection()
+        for state in self._states.values():
+            _flush_table(conn, state)
+
+    def commit(self) -> None:
+        """The batch committed: what it wrote is now what the database holds."""
+        for state in self._states.values():
+            for key, row in state.known.items():
+                self._remember(state, key, row)
+            for key in state.partial:
+                # A blind upsert's full row is unknown: forget any stale copy.
+                state.cache.pop(key, None)
+                state.complete = False
+            state.known.clear()
+            state.partial.clear()
+        self._conn = None
+
+    def rollback(self) -> None:
+        """The batch failed: forget its changes (the cache still holds committed rows)."""
+        for state in self._states.values():
+            state.known.clear()
+            state.partial.clear()
+        if self._ran_sql:
+            self.clear_cache()
+        self._conn = None
+
+    def clear_cache(self) -> None:
+        """Forget every cached row (another writer may have changed the tables)."""
+        for state in self._states.values():
+            state.cache.clear()
+            state.complete = False
+
+    def mark_empty(self) -> None:
+        """The tables were just created empty: every row not cached is absent."""
+        for state in self._states.values():
+            state.cache.clear()
+            state.complete = True
+
+    # -- what handlers call ----------------------------------------------------
+
+    def get(self, table: Table, key: Any) -> Row | None:
+        """The row with primary key `key` (scalar, tuple or dict), or None.
+
+        A row inserted in this batch lacks the columns that the database or a
+        callable default fills in, until the batch is written.
+        """
+        state = self._state(table)
+        k = self._key(state, key)
+        if k in state.known:
+            row = state.known[k]
+            return dict(row) if row is not None else None
+        current = self._load(state, k)
+        if k in state.partial:
+            merged = {**(current or state.defaults), **state.partial.pop(k)}
+            state.known[k] = merged
+            return dict(merged)
+        return dict(current) if current is not None else None
+
+    def upsert(self, table: Table, values: Mapping[str, Any] | None = None, /, **kw: Any) -> None:
+        """Insert the row, or update the given columns if it exists."""
+        state = self._state(table)
+        row = self._values(state, values, kw)
+        k = tuple([row[name] for name in state.key_names])
+        if k in state.known:
+            current = state.known[k]
+            state.known[k] = {**(current if current is not None else state.defaults), **row}
+        elif k in state.partial:
+            state.partial[k].update(row)
+        elif k in state.cache or state.complete:
+            cached = state.cache.get(k)
+            state.known[k] = {**(cached if cached is not None else state.defaults), **row}
+        else:
+            state.partial[k] = row
+
+    def update(
+        self, table: Table, key: Any, values: Mapping[str, Any] | None = None, /, **kw: Any
+    ) -> bool:
+        """Change columns of an existing row; False (and nothing written) if absent."""
+        state = self._state(table)
+        k = self._key(state, key)
+        changes = {**(values or {}), **kw}
+        self._check_columns(state, changes)
+        if k in state.partial:
+            state.partial[k].update(changes)
+            return True
+        current = state.known[k] if k in state.known else self._load(state, k)
+        if current is None:
+            return False
+        state.known[k] = {**current, **changes}
+        return True
+
+    def delete(self, table: Table, key: Any) -> None:
+        """Delete the row (a no-op if it does not exist)."""
+        state = self._state(table)
+        k = self._key(state, key)
+        state.partial.pop(k, None)
+        state.known[k] = _ABSENT
+
+    def execute(self, statement: Executable) -> Result[Any]:
+        """Run any SQL in the batch's transaction, after writing the batch so far.
+
+        The slow path, for queries that are not by key: the cache is dropped,
+        since the statement may change rows behind it. Statements name the
+        tables as declared; during a rebuild use `physical(table)` instead.
+        """
+        conn = self._require_connection()
+        self.flush()
+        self._absorb_flushed()
+        self.clear_cache()
+        self._ran_sql = True
+        return conn.execute(statement)
+
+    def physical(self, table: Table) -> Table:
+        """The table actually written: the declared one, or its rebuild copy."""
+        return self._state(table).physical
+
+    # -- internals -------------------------------------------------------------
+
+    def _state(self, table: Table) -> _TableState:
+        try:
+            return self._states[id(table)]
+        except KeyError:
+            raise ConfigurationError(
+                f"table {table.name!r} is not one of this projection's view tables"
+            ) from None
+
+    def _require_connection(self) -> Connection:
+        if self._conn is None:
+            raise RuntimeError("the view is only usable inside a batch")
+        return self._conn
+
+    def _key(self, state: _TableState, key: Any) -> Key:
+        columns = state.key_columns
+        if isinstance(key, Mapping):
+            try:
+                return tuple(key[c.name] for c in columns)
+            except KeyError as exc:
+                raise ConfigurationError(
+                    f"key of {state.logical.name!r} lacks column {exc.args[0]!r}"
+                ) from None
+        if isinstance(key, tuple):
+            if len(key) != len(columns):
+                raise ConfigurationError(
+                    f"{state.logical.name!r} has a {len(columns)}-column key, got {key!r}"
+                )
+            return key
+        if len(columns) != 1:
+            raise ConfigurationError(
+                f"{state.logical.name!r} has a {len(columns)}-column key; pass a tuple or dict"
+            )
+        return (key,)
+
+    def _values(self, state: _TableState, values: Mapping[str, Any] | None, kw: Row) -> Row:
+        row = kw if values is None else {**values, **kw}
+        self._check_columns(state, row)
+        missing = [name for name in state.key_names if name not in row]
+        if missing:
+            raise ConfigurationError(
+                f"upsert into {state.logical.name!r} needs the key column(s) {missing}"
+            )
+        return row
+
+    def _check_columns(self, state: _TableState, row: Mapping[str, Any]) -> None:
+        if state.names.issuperset(row):
+            return
+        unknown = [name for name in row if name not in state.names]
+        if unknown:
+            raise ConfigurationError(f"{state.logical.name!r} has no column(s) {unknown}")
+
+    def _load(self, state: _TableState, k: Key) -> Row | None:
+        if k in state.cache:
+            cached = state.cache[k]
+            # A row this view inserted lacks the columns the database filled in.
+            if cached is None or len(cached) == len(state.physical.c):
+                return cached
+        elif state.complete:
+            return None
+        conn = self._require_connection()
+        condition = and_(*(c == v for c, v in zip(state.key_columns, k, strict=True)))
+        query = select(state.physical).where(condition)
+        if self.shared and conn.dialect.name == "postgresql":
+            # Another worker may be about to insert this very row: FOR UPDATE
+            # cannot lock a row that does not exist yet, so take a lock on the
+            # key itself first (held to the end of the batch's transaction).
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                {"key": f"eventsource.view:{state.physical.name}:{k!r}"},
+            )
+            query = query.with_for_update()
+        found = conn.execute(query).mappings().first()
+        row = dict(found) if found is not None else None
+        self._remember(state, k, row)
+        return row
+
+    def _remember(self, state: _TableState, k: Key, row: Row | None) -> None:
+        state.cache.pop(k, None)
+        state.cache[k] = row
+        if len(state.cache) > self.cache_rows:
+            # Evict the oldest tenth; from now on a miss must ask the database.
+            for old in list(state.cache)[: max(1, self.cache_rows // 10)]:
+                del state.cache[old]
+            state.complete = False
+
+    def _absorb_flushed(self) -> None:
+        for state in self._states.values():
+            state.known.clear()
+            state.partial.clear()
+
+
+def _flush_table(conn: Connection, state: _TableState) -> None:
+    deletes = [k for k, row in state.known.items() if row is None]
+    groups: dict[tuple[str, ...], list[Row]] = {}
+    for row in state.known.values():
+        if row is not None:
+            groups.setdefault(tuple(sorted(row)), []).append(row)
+    for row in state.partial.values():
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    if deletes:
+        _delete(conn, state, deletes)
+    for columns, rows in groups.items():
+        _upsert(conn, state, columns, rows)
+
+
+def _delete(conn: Connection, state: _TableState, keys: Iterable[Key]) -> None:
+    names = [f"_k{i}" for i in range(len(state.key_columns))]
+    statement = delete(state.physical).where(
+        and_(*(c == bindparam(n) for c, n in zip(state.key_columns, names, strict=True)))
+    )
+    conn.execute(statement, [dict(zip(names, k, strict=True)) for k in keys])
+
+
+def _upsert(
+    conn: Connection, state: _TableState, columns: tuple[str, ...], rows: list[Row]
+) -> None:
+    if conn.dialect.name == "postgresql" and len(rows) > 1:
+        bulk = _unnest_statement(conn, state, columns)
+        arrays = {f"c{i}": [row[name] for row in rows] for i, name in enumerate(columns)}
+        if bulk is not None and all(_one_type(values) for values in arrays.values()):
+            conn.execute(bulk, arrays)
+            return
+    insert = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
+    statement = insert(state.physical)
+    key_names = {c.name for c in state.key_columns}
+    updates = {name: statement.excluded[name] for name in columns if name not in key_names}
+    if updates:
+        statement = statement.on_conflict_do_update(index_elements=state.key_columns, set_=updates)
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=state.key_columns)
+    conn.execute(statement, rows)
+
+
+# Column types whose values psycopg sends as arrays that PostgreSQL casts back
+# exactly; tables with other types (JSON, arrays, enums, decorated types) and
+# columns that SQLAlchemy fills in itself take the row-by-row `executemany`.
+_ARRAY_TYPES = (String, Integer, Numeric, Boolean, DateTime, Date, Time, Uuid)
+
+
+def _unnest_statement(
+    conn: Connection, state: _TableState, columns: tuple[str, ...]
+) -> TextClause | None:
+    """One `INSERT ... SELECT FROM unnest(arrays) ON CONFLICT` for a column set.
+
+    Several times faster than `executemany`, which sends one statement per row.
+    """
+    if columns in state.unnest:
+        return state.unnest[columns]
+    table = state.physical
+    simple = all(
+        isinstance(c.type, _ARRAY_TYPES) and not isinstance(c.type, TypeDecorator | Enum)
+        for c in (table.c[name] for name in columns)
+    )
+    filled = any(
+        c.name not in columns and (c.default is not None or c.onupdate is not None)
+        for c in table.columns
+    )
+    statement: TextClause | None = None
+    if simple and not filled:
+        quote = conn.dialect.identifier_preparer.quote
+        arrays = ", ".join(
+            f"CAST(:c{i} AS {table.c[name].type.compile(dialect=conn.dialect)}[])"
+            for i, name in enumerate(columns)
+        )
+        keys = ", ".join(quote(name) for name in state.key_names)
+        updates = [quote(name) for name in columns if name not in state.key_names]
+        action = (
+            "DO UPDATE SET " + ", ".join(f"{q} = excluded.{q}" for q in updates)
+            if updates
+            else "DO NOTHING"
+        )
+        statement = text(
+            f"INSERT INTO {conn.dialect.identifier_preparer.format_table(table)}"
+            f" ({', '.join(quote(name) for name in columns)})"
+            f" SELECT * FROM unnest({arrays}) ON CONFLICT ({keys}) {action}"
+        )
+    state.unnest[columns] = statement
+    return statement
+
+
+def _one_type(values: list[Any]) -> bool:
+    """Whether the non-null values share one Python type (psycopg dumps no mixed arrays)."""
+    kinds = {type(v) for v in values if v is not None}
+    return len(kinds) <= 1
+
+
+def _scalar_defaults(table: Table) -> Row:
+    defaults: Row = {}
+    for column in table.columns:
+        default = column.default
+        arg = getattr(default, "arg", None) if default is not None else None
+        if column.server_default is not None or callable(arg):
+            continue  # filled in when the row is inserted
+        defaults[column.name] = arg if default is not None else None
+    return defaults

@@ -1,0 +1,549 @@
+"""The worker: poll a batch, fold it, commit the view and the positions together.
+
+Exactly once, after a crash at any point: the view changes and the new
+positions are written in one SQL transaction, and a restarted worker resumes
+from the stored positions, never from Kafka's committed offsets. A position
+row is advanced only if its revision is still the one the worker read, so a
+worker that lost its partitions cannot commit over its successor.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, Table, select
+from sqlalchemy.exc import (
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
+
+from eventsource.aggregates.base import caused_by
+from eventsource.bus.base import LogConsumer, LogMessage, StartAt, TopicPartition
+from eventsource.errors import (
+    ConcurrencyError,
+    DecodeError,
+    EventSourceError,
+    PoisonEvent,
+    ProjectionVersionMismatch,
+    StalePosition,
+)
+from eventsource.events.base import Event
+from eventsource.events.codec import EventCodec
+from eventsource.gc_pause import paused_gc
+from eventsource.projections import deadletters, positions, upkeep
+from eventsource.projections.base import Consumer, Reactor
+from eventsource.projections.positions import Position
+from eventsource.projections.reaction import Reaction
+from eventsource.projections.view import View
+from eventsource.store.engine import write_connection
+from eventsource.store.eventstore import EventStore, upgrade_schema
+
+log = logging.getLogger(__name__)
+
+# Errors that go away by themselves: another writer of a reactor's aggregates,
+# a deadlock, a lost connection, a locked SQLite file. The batch runs again.
+_TRANSIENT = (ConcurrencyError, OperationalError, InterfaceError)
+
+
+def transient(exc: BaseException) -> bool:
+    """Whether an error goes away by itself (so the batch is simply run again).
+
+    SQLite reports its deterministic errors ("no such table", a syntax error)
+    as OperationalError too; of those only a locked or busy database passes.
+    """
+    if isinstance(exc, OperationalError):
+        orig = getattr(exc, "orig", None)
+        if type(orig).__module__ == "sqlite3":
+            text = str(orig).lower()
+            return "locked" in text or "busy" in text
+    return isinstance(exc, _TRANSIENT)
+
+
+# Errors the same batch would hit again: it is the data, not the moment.
+_DETERMINISTIC = (IntegrityError, DataError, ProgrammingError)
+
+
+@dataclass
+class BatchStats:
+    """What one call of `Worker.step` did."""
+
+    messages: int = 0
+    applied: int = 0
+    retried: bool = False
+
+
+class _HandlerFailed(Exception):
+    """A message's handler (or decoding) failed; `index` says which (None: unknown)."""
+
+    def __init__(self, index: int | None, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.index = index
+        self.error = error
+
+
+class Worker:
+    """Runs one projection or reactor against a log.
+
+    ::
+
+        worker = Worker(MyProjection(), log, engine=views_engine)
+        worker.run(stop=stop_event)
+
+    Projections write to `engine` (their context's database). Reactors write
+    to `store`, whose database also holds their positions, so their new
+    events and positions commit together.
+    """
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        log_consumer: LogConsumer,
+        *,
+        engine: Engine | None = None,
+        store: EventStore | None = None,
+        codec: EventCodec | None = None,
+        batch_size: int = 1000,
+        poll_timeout: float = 0.2,
+        retry_backoff: float = 0.2,
+        positions_key: str | None = None,
+        physical: Mapping[str, Table] | None = None,
+        check_version: bool = True,
+        cache_rows: int | None = None,
+    ) -> None:
+        if isinstance(consumer, Reactor) and store is None:
+            raise EventSourceError(f"reactor {consumer.name!r} needs the store of its own context")
+        self.consumer = consumer
+        self.log = log_consumer
+        self.store = store
+        self.engine: Engine = store.engine if store is not None else _require(engine)
+        self.codec = codec or (store.codec if store is not None else EventCodec())
+        self.batch_size = batch_size
+        self.poll_timeout = poll_timeout
+        self.retry_backoff = retry_backoff
+        self.name = type(consumer).name
+        self.key = positions_key or self.name
+        self.physical = dict(physical or {})
+        self.check_version = check_version
+        self.view = View(
+            type(consumer).tables,
+            physical=self.physical,
+            **({"cache_rows": cache_rows} if cache_rows is not None else {}),
+        )
+        self.applied = 0
+        self._positions: dict[TopicPartition, Position] = {}
+        self._wanted_types: dict[str, bool] = {}
+        self._stopped_on = False
+        self._started = False
+
+    @property
+    def kind(self) -> str:
+        return "reactor" if isinstance(self.consumer, Reactor) else "projection"
+
+    @property
+    def positions(self) -> dict[TopicPartition, Position]:
+        """The positions this worker holds (as of its last commit)."""
+        return dict(self._positions)
+
+    # -- start-up --------------------------------------------------------------
+
+    def start(self) -> None:
+        """Check the class, prepare tables and positions, and subscribe to the log."""
+        if self._started:
+            return
+        cls = type(self.consumer)
+        cls.check()
+        upgrade_schema(self.engine)
+        with self._transaction() as conn:
+            stored = positions.register(conn, self.key, self.kind, cls.version)
+            if self.check_version and stored != cls.version:
+                raise ProjectionVersionMismatch(self.name, stored, cls.version)
+            positions.set_status(conn, self.key, "running", clear_error=True)
+            self._stopped_on = deadletters.has_stopped(conn, self.key)
+            for table in self.tables:
+                table.create(conn, checkfirst=True)
+        self.consumer.setup()
+        self.log.subscribe(list(cls.topics), self._on_assign, self._on_revoke)
+        self._started = True
+
+    @property
+    def tables(self) -> list[Table]:
+        """The tables written: the declared ones, or their rebuild copies."""
+        return [self.physical.get(t.name, t) for t in type(self.consumer).tables]
+
+    def _on_assign(self, partitions: list[TopicPartition]) -> dict[TopicPartition, StartAt]:
+        with self._transaction() as conn:
+            loaded = positions.load(conn, self.key, partitions)
+            fresh = all(p.revision == 0 for p in loaded.values()) and self._tables_empty(conn)
+        self._positions.update(loaded)
+        owns = self._owns_everything()
+        self.view.shared = not owns
+        if fresh and owns:
+            self.view.mark_empty()
+        else:
+            self.view.clear_cache()
+        log.info("%s %s resumes at %s", self.kind, self.name, _describe(loaded))
+        return {tp: p.start for tp, p in loaded.items()}
+
+    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._positions.pop(tp, None)
+        self.view.clear_cache()
+
+    def _tables_empty(self, conn: Connection) -> bool:
+        return all(
+            conn.execute(select(1).select_from(t).limit(1)).first() is None for t in self.tables
+        )
+
+    def _owns_everything(self) -> bool:
+        # With partitions spread over several workers, two workers may write
+        # one view row: then rows must be re-read (and locked) in every batch.
+        return all(
+            len([tp for tp in self._positions if tp.topic == topic]) >= self.log.partitions(topic)
+            for topic in type(self.consumer).topics
+        )
+
+    # -- running ---------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        until_caught_up: bool = False,
+        on_batch: Callable[[Worker, BatchStats], None] | None = None,
+    ) -> int:
+        """Process batches until `stop` is set (or the log's end, with `until_caught_up`).
+
+        Returns the number of messages applied. Raises `PoisonEvent` when a
+        handler keeps failing and the consumer's `on_failure` is "stop".
+        """
+        stop = stop or threading.Event()
+        self.start()
+        before = self.applied
+        while not stop.is_set():
+            stats = self.step()
+            if on_batch is not None:
+                on_batch(self, stats)
+            if stats.messages == 0 and until_caught_up and self.log.caught_up():
+                break
+        with self._transaction() as conn:
+            positions.set_status(conn, self.key, "stopped")
+        return self.applied - before
+
+    def step(self) -> BatchStats:
+        """Poll one batch and apply it; returns what happened."""
+        self.start()
+        # A batch builds thousands of short-lived, acyclic objects: collect after it.
+        with paused_gc():
+            messages = self.log.poll(self.batch_size, self.poll_timeout)
+            stats = BatchStats(messages=len(messages))
+            if messages:
+                self._apply(messages, stats)
+        return stats
+
+    def _apply(self, messages: list[LogMessage], stats: BatchStats) -> None:
+        # Messages of partitions revoked since the poll belong to another worker now.
+        owned = {(tp.topic, tp.partition) for tp in self._positions}
+        pending = [m for m in messages if (m.topic, m.partition) in owned]
+        limit = len(pending)
+        attempt = 0
+        culprit: _HandlerFailed | None = None  # how pending[limit] failed, once known
+        while pending:
+            batch = pending[:limit]
+            try:
+                if limit == 0 and culprit is not None:
+                    # Its first attempt failed already: retry it alone, or it is poison.
+                    batch = pending[:1]
+                    self._retry_alone(batch[0], culprit)
+                else:
+                    self._commit(batch)
+            except StalePosition as exc:
+                log.warning("%s; re-reading positions", exc)
+                self._resync()
+                return
+            except _TRANSIENT as exc:
+                attempt += 1
+                stats.retried = True
+                self._pause(attempt, f"batch failed ({exc})")
+                continue
+            except _HandlerFailed as failure:
+                stats.retried = True
+                if failure.index is None and len(batch) > 1:
+                    limit = 1  # the view refused the batch's rows: find the culprit alone
+                else:
+                    # Commit what went well before the failure, then retry it alone.
+                    limit, culprit = failure.index or 0, failure
+                continue
+            stats.applied += len(batch)
+            pending = pending[len(batch) :]
+            if culprit is not None and limit > 0:
+                limit = 0  # the messages before the culprit committed: it is next
+            else:
+                limit, culprit = len(pending), None
+            attempt = 0
+
+    def _retry_alone(self, message: LogMessage, failure: _HandlerFailed) -> None:
+        """Retry one failing message with backoff; past the limit it is poison."""
+        retryable = not isinstance(failure.error, DecodeError)
+        limit = type(self.consumer).max_retries if retryable else 0
+        error = failure.error
+        attempt = 0
+        while attempt < limit:
+            attempt += 1
+            self._pause(
+                attempt, f"handler failed on {message.topic_partition}@{message.offset}: {error}"
+            )
+            try:
+                self._commit([message])
+                return
+            except _HandlerFailed as again:
+                error = again.error
+            except _TRANSIENT as exc:
+                error = exc
+        self._poison(message, error)
+
+    def _pause(self, attempt: int, reason: str) -> None:
+        delay = min(self.retry_backoff * 2 ** (attempt - 1), 10.0)
+        log.warning("%s %s: %s; retrying in %.1f s", self.kind, self.name, reason, delay)
+        time.sleep(delay)
+
+    def _poison(self, message: LogMessage, error: BaseException) -> None:
+        """A message failed for good: park it, then stop or go on (`on_failure`)."""
+        record = message.record
+        poison = PoisonEvent(
+            self.name,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            event_type=record.event_type if record else None,
+            event_id=record.event_id if record else None,
+            error=error,
+        )
+        text = f"{type(error).__name__}: {error}"
+        if type(self.consumer).on_failure == "park":
+            # Park it and move past it in one transaction; its stream's later
+            # events will wait behind it.
+            with self._transaction() as conn:
+                deadletters.park(conn, self.key, message, text, deadletters.PARKED)
+                advanced = positions.advance(conn, self.key, self._moves([message]))
+            self._positions.update(advanced)
+            log.error("%s; parked it, its stream waits behind it", poison)
+            return
+        with self._transaction() as conn:
+            # A worker whose position moved on (a rebuild swapped in another
+            # version, another worker took over) has lost the partition: it
+            # re-reads its positions rather than stopping the projection.
+            tp = message.topic_partition
+            positions.check_current(conn, self.key, tp, self._positions[tp])
+            deadletters.clear_stopped(
+                conn, self.key, message.topic, message.partition, message.offset
+            )
+            deadletters.park(conn, self.key, message, text, deadletters.STOPPED)
+            positions.set_status(conn, self.key, "failed", error=str(poison))
+        raise poison from error
+
+    # -- one transaction -------------------------------------------------------
+
+    def _commit(self, messages: Sequence[LogMessage]) -> None:
+        try:
+            self._commit_batch(messages)
+        except (OperationalError, InterfaceError) as exc:
+            if transient(exc):
+                raise
+            raise _HandlerFailed(None, exc) from exc
+
+    def _commit_batch(self, messages: Sequence[LogMessage]) -> None:
+        moves = self._moves(messages)
+        reaction: Reaction | None = None
+        try:
+            with self._transaction() as conn:
+                self.view.begin(conn)
+                if self.store is not None:
+                    reaction = Reaction(self.store, conn, self.view, owner=self.key)
+                blocked = self._blocked(conn)
+                parked = self._fold(messages, reaction, blocked)
+                for message in parked:
+                    deadletters.park(
+                        conn,
+                        self.key,
+                        message,
+                        "waits behind a parked event of its stream",
+                        deadletters.BLOCKED,
+                    )
+                if self._stopped_on:
+                    moved = {(tp.topic, tp.partition): m[1] for tp, m in moves.items()}
+                    deadletters.resolve_stopped(conn, self.key, moved)
+                try:
+                    self.view.flush()
+                except _DETERMINISTIC as exc:
+                    # The view refused the batch's rows (a constraint, bad data).
+                    raise _HandlerFailed(None, exc) from exc
+                if reaction is not None:
+                    reaction.flush()
+                advanced = positions.advance(conn, self.key, moves)
+        except IntegrityError as exc:
+            self.view.rollback()
+            if reaction is not None and self.store is not None:
+                # Appends are serialised (the commit-order lock), so no other
+                # writer ran during the batch: the conflict is the batch's own
+                # doing, and the whole batch again would conflict again.
+                conflict = self.store.conflict_error(reaction.pending_records(), exc)
+                raise _HandlerFailed(None, conflict) from exc
+            raise
+        except BaseException:
+            self.view.rollback()
+            raise
+        self.view.commit()
+        self._positions.update(advanced)
+        self.applied += len(messages)
+
+    def _blocked(self, conn: Connection) -> set[str]:
+        """Streams with parked events (park mode), read under the replay lock."""
+        if type(self.consumer).on_failure != "park":
+            return set()
+        deadletters.lock(conn, self.key)
+        return deadletters.blocked_streams(conn, self.key)
+
+    def _fold(
+        self, messages: Sequence[LogMessage], reaction: Reaction | None, blocked: set[str]
+    ) -> list[LogMessage]:
+        """Apply each message's handler; return the messages parked behind others."""
+        consumer = self.consumer
+        cls = type(consumer)
+        target: View | Reaction = reaction if reaction is not None else self.view
+        parked: list[LogMessage] = []
+        for index, message in enumerate(messages):
+            record = message.record
+            if record is not None and record.stream_id in blocked:
+                parked.append(message)
+                continue
+            if record is not None and not self._wanted(record.event_type):
+                continue
+            event = self._decode(index, message)
+            handler = cls.handler_for(type(event))
+            if handler is None:
+                continue
+            try:
+                if reaction is not None:
+                    reaction.cause = event
+                    with caused_by(event):
+                        handler(consumer, event, target)
+                else:
+                    handler(consumer, event, target)
+            except (OperationalError, InterfaceError) as exc:
+                if transient(exc):
+                    raise  # the database's trouble (a lost connection, a deadlock), not the event's
+                raise _HandlerFailed(index, exc) from exc
+            except Exception as exc:
+                raise _HandlerFailed(index, exc) from exc
+        return parked
+
+    def _wanted(self, event_type: str) -> bool:
+        """Whether events of this type have a handler: others are not even decoded.
+
+        A type this process has no class for is skipped too (a tolerant
+        reader: the producing context may have added it since).
+        """
+        wanted = self._wanted_types.get(event_type)
+        if wanted is None:
+            cls = self.codec.registry.resolve(event_type)
+            wanted = cls is not None and type(self.consumer).handler_for(cls) is not None
+            if cls is None:
+                log.warning(
+                    "%s %s skips events of unknown type %r", self.kind, self.name, event_type
+                )
+            self._wanted_types[event_type] = wanted
+        return wanted
+
+    def _decode(self, index: int, message: LogMessage) -> Event:
+        if message.record is None:
+            raise _HandlerFailed(index, message.error or DecodeError("empty message"))
+        try:
+            return self.codec.decode(message.record)
+        except DecodeError as exc:
+            located = exc.at(
+                topic=message.topic, partition=message.partition, offset=message.offset
+            )
+            raise _HandlerFailed(index, located) from exc
+
+    def _moves(
+        self, messages: Sequence[LogMessage]
+    ) -> dict[TopicPartition, tuple[Position, int, int]]:
+        # One pass over the batch: each partition's next offset and highest position.
+        ends: dict[tuple[str, int], tuple[int, int]] = {}
+        for message in messages:
+            key = (message.topic, message.partition)
+            position = message.record.position if message.record is not None else 0
+            end = ends.get(key)
+            ends[key] = (message.offset + 1, position if end is None else max(end[1], position))
+        moves: dict[TopicPartition, tuple[Position, int, int]] = {}
+        for (topic, partition), (offset, position) in ends.items():
+            tp = TopicPartition(topic, partition)
+            seen = self._positions[tp]
+            moves[tp] = (seen, offset, max(seen.last_position, position))
+        return moves
+
+    def _resync(self) -> None:
+        """Our positions are stale: read them again and move the consumer there.
+
+        If a rebuild swapped in another version of the projection, this
+        (older) code must not write to it: stop.
+        """
+        self.view.clear_cache()
+        with self._transaction() as conn:
+            if self.check_version:
+                stored = positions.stored_version(conn, self.key)
+                declared = type(self.consumer).version
+                if stored is not None and stored != declared:
+                    raise ProjectionVersionMismatch(self.name, stored, declared)
+            loaded = positions.load(conn, self.key, list(self._positions))
+        self._positions.update(loaded)
+        for tp, position in loaded.items():
+            self.log.seek(tp, position.start)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        if self.store is not None:
+            with self.store.transaction() as conn:
+                yield conn
+        else:
+            with write_connection(self.engine) as conn, conn.begin():
+                yield conn
+
+    # -- dead letters and deadlines -------------------------------------------
+
+    def replay_parked(self) -> tuple[int, int]:
+        """Apply parked events again, stream by stream; return `(replayed, still_parked)`."""
+        return upkeep.replay_parked(self)
+
+    def fire_deadlines(self, now: datetime | None = None) -> int:
+        """Run this reactor's deadlines that are due; return how many ran."""
+        return upkeep.fire_deadlines(self, now)
+
+    def start_tables(self) -> None:
+        """Create the view and framework tables (without subscribing to the log)."""
+        upgrade_schema(self.engine)
+        with self._transaction() as conn:
+            for table in self.tables:
+                table.create(conn, checkfirst=True)
+
+    def close(self) -> None:
+        self.log.close()
+
+
+def _require(engine: Engine | None) -> Engine:
+    if engine is None:
+        raise EventSourceError("a projection worker needs the engine of its view database")
+    return engine
+
+
+def _describe(loaded: Mapping[TopicPartition, Position]) -> str:
+    return ", ".join(f"{tp}@{p.offset}" for tp, p in sorted(loaded.items())) or "no partitions"

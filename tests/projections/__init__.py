@@ -1,0 +1,1 @@
+"""Tests of projections, reactors and their workers."""

@@ -1,0 +1,64 @@
+"""Two workers that share a view row (each owns some partitions) never lose an update.
+
+A row that does not exist yet cannot be locked with FOR UPDATE, so two
+workers that both read it as absent would both insert "count = 1". The
+shared view locks the key itself first; the second worker then reads the
+row the first one committed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import BigInteger, Column, MetaData, String, Table, select
+
+from eventsource import View
+from eventsource.store.engine import create_engine, write_connection
+
+metadata = MetaData()
+counters = Table(
+    "vts_counters",
+    metadata,
+    Column("key", String(40), primary_key=True),
+    Column("count", BigInteger, nullable=False),
+)
+
+
+@pytest.mark.postgres
+def test_two_shared_views_counting_a_new_row_both_count(
+    database_url_factory: Callable[..., str],
+) -> None:
+    engine = create_engine(database_url_factory("postgres"))
+    metadata.create_all(engine)
+    first_read = threading.Event()
+    errors: list[BaseException] = []
+
+    def count(hold: bool) -> None:
+        view = View([counters])
+        view.shared = True
+        try:
+            with write_connection(engine) as conn, conn.begin():
+                view.begin(conn)
+                row = view.get(counters, "k")
+                if hold:
+                    first_read.set()
+                    threading.Event().wait(0.5)  # the other worker tries meanwhile
+                view.upsert(counters, key="k", count=(row["count"] if row else 0) + 1)
+                view.flush()
+            view.commit()
+        except BaseException as exc:
+            errors.append(exc)
+
+    holder = threading.Thread(target=count, args=(True,))
+    holder.start()
+    assert first_read.wait(10)
+    other = threading.Thread(target=count, args=(False,))
+    other.start()
+    holder.join(30)
+    other.join(30)
+    assert errors == []
+    with engine.connect() as conn:
+        assert conn.execute(select(counters.c["count"])).scalar_one() == 2
+    engine.dispose()

@@ -1,0 +1,369 @@
+"""The projection worker: exactly once, resumable, and loud about what it cannot apply."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from collections import Counter
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import pytest
+from confluent_kafka import Producer
+from sqlalchemy import select, text
+
+from eventsource import (
+    ConfigurationError,
+    Event,
+    Projection,
+    Repository,
+    StoredEvent,
+    View,
+    Worker,
+    handles,
+)
+from eventsource.errors import PoisonEvent, ProjectionVersionMismatch
+from eventsource.projections.tables import positions
+from eventsource.store.engine import create_engine
+from tests.conftest import ROOT, unique
+from tests.projections.apps import BalancesBase, PjAccount, PjDeposited, balances
+from tests.projections.conftest import KAFKA, Harness
+from tests.projections.streams import (
+    WorkerProcess,
+    assert_view_is_fold,
+    consumer_state,
+    fold,
+    populate,
+    read_all,
+    stored_positions,
+    view_state,
+    wait_until,
+    worker_counts,
+)
+
+
+def run_to_end(harness: Harness, projection: Projection, **options: object) -> int:
+    worker = Worker(projection, harness.log(), engine=harness.views, **options)  # type: ignore[arg-type]
+    try:
+        return worker.run(until_caught_up=True)
+    finally:
+        worker.close()
+
+
+def assert_positions_at_end(harness: Harness, name: str) -> None:
+    """Every partition's stored position is past the last event of the source."""
+    stored = stored_positions(harness.views, name)
+    head = harness.source.head_position()
+    assert max(last for _, last, _ in stored.values()) == head
+    if not harness.kafka_mode:
+        assert stored == {(harness.topic, 0): (head + 1, head, stored[(harness.topic, 0)][2])}
+
+
+def test_folds_a_stream_exactly_once(harness: Harness) -> None:
+    count = populate(harness.source, events=3000, accounts=80)
+    harness.publish()
+    cls = balances(harness.context, unique("pj_fold"))
+
+    applied = run_to_end(harness, cls(), batch_size=200)
+
+    assert applied == count
+    records = read_all(harness.source)
+    assert_view_is_fold(harness.views, records)
+    assert fold(records).handled < count  # notes were read and skipped
+    assert_positions_at_end(harness, cls.name)
+    state = consumer_state(harness.views, cls.name)
+    assert state is not None
+    assert (state["kind"], state["status"], state["version"]) == ("projection", "stopped", 1)
+
+
+def test_resumes_from_stored_positions_after_a_restart(harness: Harness) -> None:
+    first = populate(harness.source, events=1200, accounts=40, prefix="x")
+    harness.publish()
+    cls = balances(harness.context, unique("pj_resume"))
+    assert run_to_end(harness, cls(), batch_size=100) == first
+    before = stored_positions(harness.views, cls.name)
+
+    second = populate(harness.source, events=800, accounts=30, prefix="y", seed=2)
+    harness.publish()
+    # A new worker (and on Kafka a new consumer group with no committed offsets)
+    # starts where the database says, not from offset zero.
+    assert run_to_end(harness, cls(), batch_size=100) == second
+
+    after = stored_positions(harness.views, cls.name)
+    assert all(after[tp][0] >= before[tp][0] for tp in before)
+    assert_view_is_fold(harness.views, read_all(harness.source))
+    assert_positions_at_end(harness, cls.name)
+
+
+def test_unhandled_and_unknown_event_types_advance_positions(harness: Harness) -> None:
+    account = PjAccount.open("solo", "owner-0")
+    for i in range(5):
+        account.note(f"note {i}")
+    Repository(harness.source, PjAccount).save(account)
+    # A type this process has no class for (a newer producer added it): a
+    # projection that cannot handle it must not stop on it.
+    harness.source.append_records(
+        [
+            StoredEvent(
+                position=0,
+                stream_id="account:newer",
+                aggregate_id="newer",
+                aggregate_type="account",
+                version=1,
+                event_type="pj.added_in_a_later_release",
+                schema_version=1,
+                event_id=uuid4(),
+                occurred_at=datetime.now(UTC),
+                payload='{"anything": 1}',
+                metadata="{}",
+            )
+        ]
+    )
+    account.deposit(10)
+    Repository(harness.source, PjAccount).save(account)
+    harness.publish()
+    cls = balances(harness.context, unique("pj_skip"))
+
+    assert run_to_end(harness, cls(), batch_size=3) == 8
+
+    assert view_state(harness.views).balances == {
+        "solo": {"owner": "owner-0", "events": 2, "total": 10, "last_version": 7}
+    }
+    assert_positions_at_end(harness, cls.name)
+
+
+class NoHandlers(Projection):
+    name = "pj_no_handlers"
+    topics = ["pjnowhere.account"]
+
+
+class NoTopics(Projection):
+    name = "pj_no_topics"
+
+    @handles(PjDeposited)
+    def _deposited(self, event: PjDeposited, view: View) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("cls", "message"),
+    [(NoHandlers, "handles no event types"), (NoTopics, "names no topics")],
+)
+def test_a_consumer_that_cannot_run_is_an_error_at_start(
+    harness: Harness, cls: type[Projection], message: str
+) -> None:
+    worker = Worker(cls(), harness.log(), engine=harness.views)
+    with pytest.raises(ConfigurationError, match=message):
+        worker.run(until_caught_up=True)
+    assert consumer_state(harness.views, cls.name) is None
+
+
+def test_a_changed_version_refuses_to_run_until_rebuilt(harness: Harness) -> None:
+    populate(harness.source, events=200, accounts=10)
+    harness.publish()
+    name = unique("pj_versioned")
+    run_to_end(harness, balances(harness.context, name)())
+    newer = balances(harness.context, name, version=2)
+
+    with pytest.raises(ProjectionVersionMismatch) as raised:
+        run_to_end(harness, newer())
+
+    assert (raised.value.projection, raised.value.stored, raised.value.declared) == (name, 1, 2)
+    assert consumer_state(harness.views, name)["version"] == 1  # type: ignore[index]
+
+
+def test_a_handler_that_keeps_failing_stops_the_worker_at_its_event(harness: Harness) -> None:
+    populate(harness.source, events=600, accounts=20)
+    harness.publish()
+    records = read_all(harness.source)
+    deposits = [r for r in records if r.event_type == "pj.deposited"]
+    target = deposits[len(deposits) // 2]
+    calls: Counter[str] = Counter()
+
+    def touch(self: BalancesBase, event: Event, view: View) -> None:
+        calls[str(event.event_id)] += 1
+        if event.event_id == target.event_id:
+            raise RuntimeError("the handler cannot cope with this one")
+
+    cls = balances(harness.context, unique("pj_poison"), max_retries=2, touch=touch)
+
+    with pytest.raises(PoisonEvent) as raised:
+        run_to_end(harness, cls(), batch_size=50, retry_backoff=0.01)
+
+    poison = raised.value
+    assert (poison.projection, poison.topic) == (cls.name, harness.topic)
+    assert poison.event_id == target.event_id
+    assert poison.event_type == "pj.deposited"
+    assert isinstance(poison.error, RuntimeError)
+    assert calls[str(target.event_id)] == 1 + cls.max_retries
+    if not harness.kafka_mode:
+        assert (poison.partition, poison.offset) == (0, target.position)
+    # Not one step past it: its partition's next offset is the poison event.
+    stored = stored_positions(harness.views, cls.name)
+    assert stored[(poison.topic, poison.partition)][0] == poison.offset
+    state = consumer_state(harness.views, cls.name)
+    assert state is not None
+    assert state["status"] == "failed"
+    assert "the handler cannot cope with this one" in state["last_error"]
+    assert f"{poison.topic}" in state["last_error"]
+    assert str(poison.offset) in state["last_error"]
+    # Everything before it in its partition (its own account's history included) is applied.
+    account_before = [r for r in records if r.aggregate_id == target.aggregate_id]
+    account_before = [r for r in account_before if r.version < target.version]
+    expected = fold(account_before).balances[target.aggregate_id]
+    assert view_state(harness.views).balances[target.aggregate_id] == expected
+    if not harness.kafka_mode:
+        assert_view_is_fold(harness.views, [r for r in records if r.position < target.position])
+
+
+@pytest.mark.parametrize("harness", [KAFKA], indirect=True)
+def test_a_garbage_message_on_kafka_is_poison_without_retries(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert harness.kafka is not None
+    populate(harness.source, events=60, accounts=6)
+    harness.publish()
+    delivered: list[tuple[int, int]] = []
+    producer = Producer({"bootstrap.servers": harness.kafka.bootstrap_servers})
+    producer.produce(
+        harness.topic,
+        b"\xff not json",
+        b"account-x",
+        partition=2,
+        on_delivery=lambda err, msg: delivered.append((msg.partition(), msg.offset())),
+    )
+    assert producer.flush(30) == 0
+    [(partition, offset)] = delivered
+    cls = balances(harness.context, unique("pj_garbage"), max_retries=5)
+
+    with caplog.at_level(logging.WARNING), pytest.raises(PoisonEvent) as raised:
+        run_to_end(harness, cls(), batch_size=20, retry_backoff=5.0)
+
+    poison = raised.value
+    assert (poison.topic, poison.partition, poison.offset) == (harness.topic, partition, offset)
+    assert poison.event_id is None
+    assert "not an eventsource event" in str(poison.error)
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()]
+    # Not past it: at most the relay's commit marker lies between the last event and it.
+    stored = stored_positions(harness.views, cls.name)[(harness.topic, partition)][0]
+    assert offset - 1 <= stored <= offset
+    assert consumer_state(harness.views, cls.name)["status"] == "failed"  # type: ignore[index]
+
+
+def test_sigterm_finishes_the_batch_in_hand_and_exits_cleanly(harness: Harness) -> None:
+    populate(harness.source, events=2000, accounts=50)
+    harness.publish()
+    records = read_all(harness.source)
+    name = unique("pj_sigterm")
+    flags = harness.tmp_path / "flags"
+    flags.mkdir()
+    env = harness.env(PJTEST_NAME=name, PJTEST_PAUSE_AT="60", PJTEST_FLAGS=str(flags))
+    process = WorkerProcess(
+        ["projection", "run", "tests.projections.apps:EnvBalances", "--batch-size", "50"],
+        env,
+        harness.tmp_path / "worker.log",
+    )
+    try:
+        wait_until(lambda: (flags / "reached").exists() or not process.alive(), 60, "the pause")
+        assert process.alive(), process.output()
+        process.terminate()  # mid-batch: the handler of its 60th event is waiting
+        (flags / "go").touch()
+        assert process.wait(30) == 0, process.output()
+    finally:
+        process.kill()
+    assert "finishing the current batch" in process.output()
+
+    applied = worker_counts(harness.views)["main"]
+    handled = fold(records).handled
+    assert 60 <= applied < handled  # the paused batch committed, and nothing after it ran
+    assert consumer_state(harness.views, name)["status"] == "stopped"  # type: ignore[index]
+    if not harness.kafka_mode:
+        # Embedded batches are exact: two batches of 50 messages.
+        [(offset, last, _)] = stored_positions(harness.views, name).values()
+        assert last == records[99].position
+        assert offset == last + 1
+        assert_view_is_fold(harness.views, records[:100])
+
+
+def test_status_and_reset_from_the_command_line(harness: Harness) -> None:
+    count = populate(harness.source, events=500, accounts=20)
+    harness.publish()
+    name = unique("pj_cli")
+    env = harness.env(PJTEST_NAME=name)
+    path = "tests.projections.apps:EnvBalances"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "eventsource", *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    before = cli("projection", "status", path, "--json")
+    assert before.returncode == 0, before.stderr
+    [report] = json.loads(before.stdout)
+    assert (report["name"], report["status"]) == (name, "never run")
+    if harness.kafka_mode:
+        # Kafka's ends also count the relay's transaction markers (one per partition here).
+        assert count <= report["lag"] <= count + len(report["partitions"])
+    else:
+        assert report["lag"] == count
+
+    run = cli("projection", "run", path, "--until-caught-up", "--batch-size", "100")
+    assert run.returncode == 0, run.stderr
+    assert_view_is_fold(harness.views, read_all(harness.source))
+
+    after = cli("projection", "status", path, "--json")
+    [report] = json.loads(after.stdout)
+    assert (report["status"], report["kind"], report["version"]) == ("stopped", "projection", 1)
+    stored = stored_positions(harness.views, name)
+    reported = {(p["topic"], p["partition"]): p for p in report["partitions"]}
+    assert {tp: p["offset"] for tp, p in reported.items()} == {
+        tp: offset for tp, (offset, _, _) in stored.items()
+    }
+    if harness.kafka_mode:
+        assert all(p["lag"] <= 1 for p in reported.values())
+    else:
+        assert report["lag"] == 0
+
+    reset = cli("projection", "reset", path, "--yes")
+    assert reset.returncode == 0, reset.stderr
+    assert view_state(harness.views).balances == {}
+    assert stored_positions(harness.views, name) == {}
+    with harness.views.connect() as conn:
+        assert conn.execute(select(positions).where(positions.c.projection == name)).all() == []
+    again = cli("projection", "run", path, "--until-caught-up")
+    assert again.returncode == 0, again.stderr
+    assert_view_is_fold(harness.views, read_all(harness.source))
+
+
+@pytest.mark.parametrize("harness", [KAFKA], indirect=True)
+def test_a_lost_database_connection_in_a_handler_is_retried_not_poison(harness: Harness) -> None:
+    populate(harness.source, events=300, accounts=10)
+    harness.publish()
+    killer = create_engine(harness.views_url)
+    cuts: list[int] = []
+
+    def touch(self: BalancesBase, event: Event, view: View) -> None:
+        if len(cuts) < 3 and event.event_type == "pj.deposited":
+            # The server drops this worker's connection in the middle of the batch.
+            pid = view.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            with killer.connect() as conn:
+                conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            cuts.append(pid)
+
+    cls = balances(harness.context, unique("pj_cut"), max_retries=1, touch=touch)
+    try:
+        run_to_end(harness, cls(), batch_size=50, retry_backoff=0.01)
+    finally:
+        killer.dispose()
+
+    assert len(cuts) == 3
+    assert_view_is_fold(harness.views, read_all(harness.source))
+    assert consumer_state(harness.views, cls.name)["status"] == "stopped"  # type: ignore[index]

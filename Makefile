@@ -34,8 +34,12 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy --strict eventsource
 
+# Two processes share the suite; the tests that stop the shared Kafka broker
+# run alone afterwards. PYTEST_ARGS (e.g. tests/store) replaces both runs by one.
 pytest: install
-	eval "$$(bash scripts/services.sh env)" && $(PY) -m pytest $(PYTEST_ARGS)
+	eval "$$(bash scripts/services.sh env)" && \
+	if [ -n '$(PYTEST_ARGS)' ]; then $(PY) -m pytest $(PYTEST_ARGS); else \
+	$(PY) -m pytest -n 2 --dist loadfile -m "not serial" && $(PY) -m pytest -m serial; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,14 +1,17 @@
-"""`python -m sample_app demo`."""
+"""`python -m sample_app demo` (embedded SQLite) or `kafka-demo` (Kafka + PostgreSQL)."""
 
 import sys
 
-from eventsource import __version__
+USAGE = "usage: python -m sample_app demo | kafka-demo [--postgres URL] [--kafka SERVERS]"
 
+command = sys.argv[1] if len(sys.argv) > 1 else ""
+if command == "demo" and len(sys.argv) == 2:
+    from sample_app.demo import main
 
-def main() -> None:
-    if sys.argv[1:] != ["demo"]:
-        sys.exit("usage: python -m sample_app demo")
-    print(f"eventsource {__version__}: the sample app's demo is not built yet.")
+    main()
+elif command == "kafka-demo":
+    from sample_app.kafka_demo import main as kafka_main
 
-
-main()
+    kafka_main(sys.argv[2:])
+else:
+    sys.exit(USAGE)

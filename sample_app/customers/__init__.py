@@ -1,0 +1,1 @@
+"""Customers: who buys, and where they live."""

@@ -1,0 +1,1 @@
+"""Payments: card authorization attempts, and the fraud window over them."""

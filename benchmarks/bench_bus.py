@@ -26,7 +26,6 @@ import gc
 import json
 import os
 import random
-import sys
 import tempfile
 import time
 import uuid
@@ -44,7 +43,18 @@ from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from benchmarks.model import Order, full_orders
-from benchmarks.report import Table, header_lines, machine, median, rate, ratio, render, verdict
+from benchmarks.report import (
+    Table,
+    header_lines,
+    log,
+    machine,
+    median,
+    rate,
+    ratio,
+    render,
+    turns,
+    verdict,
+)
 from eventsource import EventStore, Repository
 from eventsource.bus import wire
 from eventsource.bus.admin import TopicAdmin
@@ -71,17 +81,6 @@ class Plan:
 
 DEFAULT = Plan(events=50_000, runs=3, batch=5000, poll=1000, partitions=6)
 QUICK = Plan(events=5_000, runs=1, batch=1000, poll=1000, partitions=6)
-
-_STARTED = time.perf_counter()
-
-
-def log(message: str) -> None:
-    print(f"{time.perf_counter() - _STARTED:6.1f}s {message}", file=sys.stderr, flush=True)
-
-
-def turns(names: tuple[str, ...], n: int) -> list[str]:
-    k = n % len(names)
-    return [*names[k:], *names[:k]]
 
 
 @contextmanager

@@ -29,7 +29,6 @@ import json
 import os
 import random
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -48,7 +47,17 @@ from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, sel
 from sqlalchemy.engine import make_url
 
 from benchmarks.report import Table as ReportTable
-from benchmarks.report import header_lines, machine, percentile, rate, ratio, render, verdict
+from benchmarks.report import (
+    elapsed,
+    header_lines,
+    log,
+    machine,
+    percentile,
+    rate,
+    ratio,
+    render,
+    verdict,
+)
 from eventsource import (
     Aggregate,
     Event,
@@ -69,7 +78,6 @@ from eventsource.store.engine import create_engine
 
 TARGET = 0.6
 PARTITIONS = 6
-_STARTED = time.perf_counter()
 
 
 @dataclass(frozen=True)
@@ -84,10 +92,6 @@ class Plan:
 
 DEFAULT = Plan(events=200_000, keys=10_000, runs=3, batch=1000, lag_rate=500, lag_seconds=10)
 QUICK = Plan(events=20_000, keys=2_000, runs=1, batch=1000, lag_rate=500, lag_seconds=3)
-
-
-def log(message: str) -> None:
-    print(f"{time.perf_counter() - _STARTED:6.1f}s {message}", file=sys.stderr, flush=True)
 
 
 # -- the model ----------------------------------------------------------------------
@@ -588,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         databases.close()
     info = machine(databases.server_version)
-    settings = {**asdict(plan), "seconds": round(time.perf_counter() - _STARTED, 1)}
+    settings = {**asdict(plan), "seconds": round(elapsed(), 1)}
     if args.json:
         print(json.dumps({"machine": info, "plan": settings, "results": results}, indent=2))
     else:

@@ -49,7 +49,7 @@ from sqlalchemy import BigInteger, Column, MetaData, String, Table
 from sqlalchemy.engine import make_url
 
 from benchmarks.report import Table as ReportTable
-from benchmarks.report import header_lines, machine, rate, ratio, render, verdict
+from benchmarks.report import header_lines, log, machine, rate, ratio, render, verdict
 from eventsource import Event, EventStore, Projection, StoredEvent, View, handles
 from eventsource.bus.config import KafkaConfig
 from eventsource.bus.kafka import KafkaLogConsumer
@@ -63,7 +63,6 @@ TARGET_SQLITE_SECONDS = 10.0  # for 1,000,000 events
 PARTITIONS = 6
 BACKENDS = ("embedded-sqlite", "kafka-postgres")
 AGGREGATE = "account"
-_STARTED = time.perf_counter()
 
 
 @dataclass(frozen=True)
@@ -77,10 +76,6 @@ class Plan:
 
 DEFAULT = Plan(events=1_000_000, keys=10_000, runs=3, batch=5000, memory_small=250_000)
 QUICK = Plan(events=100_000, keys=1_000, runs=1, batch=5000, memory_small=25_000)
-
-
-def log(message: str) -> None:
-    print(f"{time.perf_counter() - _STARTED:6.1f}s {message}", file=sys.stderr, flush=True)
 
 
 # -- the model ------------------------------------------------------------------------

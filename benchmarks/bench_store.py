@@ -24,7 +24,6 @@ import gc
 import json
 import os
 import random
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,6 +46,7 @@ from benchmarks.model import (
 from benchmarks.report import (
     Table,
     header_lines,
+    log,
     machine,
     median,
     millis,
@@ -54,6 +54,7 @@ from benchmarks.report import (
     rate,
     ratio,
     render,
+    turns,
     verdict,
 )
 from eventsource import Repository
@@ -80,19 +81,6 @@ class Plan:
 
 DEFAULT = Plan(events=20_000, runs=5, batch=100, saves=1_000, gets=100, page=1000)
 QUICK = Plan(events=2_000, runs=3, batch=100, saves=300, gets=30, page=1000, replays=1)
-
-
-_STARTED = time.perf_counter()
-
-
-def log(message: str) -> None:
-    print(f"{time.perf_counter() - _STARTED:6.1f}s {message}", file=sys.stderr, flush=True)
-
-
-def turns(names: tuple[str, ...], n: int) -> list[str]:
-    """`names` rotated by `n`: who goes first changes from run to run."""
-    k = n % len(names)
-    return [*names[k:], *names[:k]]
 
 
 @contextmanager

@@ -7,11 +7,29 @@ import platform
 import sqlite3
 import statistics
 import sys
+import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Literal
 
 _LIBRARIES = ("eventsource", "sqlalchemy", "pydantic", "pydantic-core", "psycopg", "orjson")
+_STARTED = time.perf_counter()
+
+
+def elapsed() -> float:
+    """Seconds since the benchmark started."""
+    return time.perf_counter() - _STARTED
+
+
+def log(message: str) -> None:
+    """A progress line on stderr, with the seconds since the benchmark started."""
+    print(f"{time.perf_counter() - _STARTED:6.1f}s {message}", file=sys.stderr, flush=True)
+
+
+def turns(names: tuple[str, ...], n: int) -> list[str]:
+    """`names` rotated by `n`: who goes first changes from run to run."""
+    k = n % len(names)
+    return [*names[k:], *names[:k]]
 
 
 def cpu_model() -> str:

@@ -113,9 +113,10 @@ kafka_fetch() {
   command -v mvn >/dev/null || apt_install maven
   log "resolving Apache Kafka $KAFKA_VERSION from Maven Central into $KAFKA_HOME"
   rm -rf "$KAFKA_HOME"
-  mkdir -p "$KAFKA_HOME"
-  mvn -B -q -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
-    -DincludeScope=runtime -DoutputDirectory="$KAFKA_HOME/libs" </dev/null >/dev/null
+  mkdir -p "$STATE" "$KAFKA_HOME"
+  mvn -B -q -Dstyle.color=never -f "$ROOT/scripts/kafka/pom.xml" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$KAFKA_HOME/libs" </dev/null >"$STATE/maven.log" 2>&1 ||
+    die "Maven could not resolve Kafka $KAFKA_VERSION; see $STATE/maven.log"
   touch "$KAFKA_HOME/.complete"
 }
 
@@ -173,12 +174,19 @@ kafka_running() {
 }
 
 kafka_answers() {
-  "$PYTHON" - "$KAFKA_PORT" <<'EOF' 2>/dev/null
+  if "$PYTHON" -c "import confluent_kafka" 2>/dev/null; then
+    "$PYTHON" - "$KAFKA_PORT" <<'EOF' 2>/dev/null
 import sys
 from confluent_kafka.admin import AdminClient
 admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{sys.argv[1]}"})
 admin.list_topics(timeout=3)
 EOF
+  else
+    # No client library yet (the project is not installed): the broker has
+    # said it started and its port takes connections.
+    grep -q "Kafka Server started" "$KAFKA_LOG" 2>/dev/null &&
+      (exec 3<>"/dev/tcp/127.0.0.1/$KAFKA_PORT") 2>/dev/null
+  fi
 }
 
 kafka_wait() {
@@ -205,6 +213,7 @@ kafka_start() {
       -c "$STATE/server.properties" >/dev/null </dev/null
   fi
   log "starting Apache Kafka $KAFKA_VERSION on 127.0.0.1:$KAFKA_PORT"
+  if [ -f "$KAFKA_LOG" ]; then mv -f "$KAFKA_LOG" "$KAFKA_LOG.1"; fi
   # setsid: the broker must outlive the shell (and CI step) that started it.
   # (A background job of a non-interactive shell is no group leader, so setsid
   # execs in place and $! is the broker's own pid.)

@@ -38,7 +38,10 @@ def store_urls(data_dir: Path) -> dict[str, str]:
 
 def settings_for(context: str, urls: dict[str, str]) -> Settings:
     """A context's settings on the embedded log: its own database, and where the others are."""
-    return Settings(database_url=urls[context], context=context, stores=urls)
+    # Embedded, whatever the environment says about Kafka.
+    return Settings(
+        database_url=urls[context], context=context, stores=urls, kafka_bootstrap_servers=None
+    )
 
 
 def run_context(context: str, urls: dict[str, str]) -> None:

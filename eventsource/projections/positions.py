@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, and_, delete, select, update
+from sqlalchemy import Connection, and_, delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -78,6 +78,8 @@ def advance(
     Raises `StalePosition` if any row's revision changed since it was read:
     another worker advanced it, and this batch must not commit.
     """
+    if len(moves) > 1:
+        return _advance_together(conn, projection, moves)
     now = datetime.now(UTC)
     out: dict[TopicPartition, Position] = {}
     for tp, (seen, offset, last_position) in moves.items():
@@ -102,6 +104,44 @@ def advance(
             raise StalePosition(projection, tp.topic, tp.partition, seen.offset)
         out[tp] = Position(offset, last_position, seen.revision + 1)
     return out
+
+
+def _advance_together(
+    conn: Connection,
+    projection: str,
+    moves: Mapping[TopicPartition, tuple[Position, int, int]],
+) -> dict[TopicPartition, Position]:
+    """`advance` for several partitions in one statement (one round trip per batch)."""
+    params: dict[str, object] = {"projection": projection, "now": datetime.now(UTC)}
+    rows: list[str] = []
+    for i, (tp, (seen, offset, last_position)) in enumerate(moves.items()):
+        rows.append(f"(:t{i}, :p{i}, :r{i}, :o{i}, :l{i})")
+        params.update(
+            {f"t{i}": tp.topic, f"p{i}": tp.partition, f"r{i}": seen.revision}
+            | {f"o{i}": offset, f"l{i}": last_position}
+        )
+    statement = text(
+        f"""
+        WITH moves (topic, part, seen, next_offset, last_position) AS (VALUES {", ".join(rows)})
+        UPDATE projection_positions
+        SET "offset" = moves.next_offset, last_position = moves.last_position,
+            revision = moves.seen + 1, updated_at = :now
+        FROM moves
+        WHERE projection_positions.projection = :projection
+          AND projection_positions.topic = moves.topic
+          AND projection_positions."partition" = moves.part
+          AND projection_positions.revision = moves.seen
+        RETURNING projection_positions.topic, projection_positions."partition"
+        """
+    )
+    moved = {TopicPartition(t, p) for t, p in conn.execute(statement, params)}
+    for tp, (seen, _, _) in moves.items():
+        if tp not in moved:
+            raise StalePosition(projection, tp.topic, tp.partition, seen.offset)
+    return {
+        tp: Position(offset, last_position, seen.revision + 1)
+        for tp, (seen, offset, last_position) in moves.items()
+    }
 
 
 def check_current(conn: Connection, projection: str, tp: TopicPartition, seen: Position) -> None:

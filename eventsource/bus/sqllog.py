@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
-from typing import Any
-from uuid import UUID, SafeUUID
+from collections.abc import Iterable, Mapping
 
-from sqlalchemy import Connection, func, select
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import func, select
 
 from eventsource.bus.base import (
     LogMessage,
@@ -27,8 +23,7 @@ from eventsource.bus.base import (
     StartAt,
     TopicPartition,
 )
-from eventsource.errors import ConfigurationError, StoreError
-from eventsource.events.records import StoredEvent
+from eventsource.errors import ConfigurationError
 from eventsource.store import schema
 from eventsource.store.engine import read_transaction
 from eventsource.store.eventstore import EventStore
@@ -115,7 +110,7 @@ class SqlLogConsumer:
             if room <= 0:
                 break
             store, aggregate_type = self._source(tp.topic)
-            records = read_log(store, self._next[tp] - 1, room, aggregate_type)
+            records = store.read_log(self._next[tp] - 1, room, aggregate_types=[aggregate_type])
             if not records:
                 continue
             topic = tp.topic
@@ -163,76 +158,3 @@ class SqlLogConsumer:
 
     def __exit__(self, *_: object) -> None:
         self.close()
-
-
-# -- reading the log -----------------------------------------------------------------
-#
-# The hot path of a rebuild. `EventStore.read_log` returns the same records,
-# but through SQLAlchemy's row processing, which parses each row's UUID and
-# time in Python; here the driver's own tuples are turned into records
-# directly (`fromisoformat` and `UUID` of SQLite's text, PostgreSQL's native
-# values as they come).
-
-_COLUMNS = ", ".join(c.name for c in schema.EVENT_COLUMNS)
-_READ_LOG = (
-    f"SELECT {_COLUMNS} FROM events WHERE global_position > {{p}} AND aggregate_type = {{p}}"
-    " ORDER BY global_position LIMIT {p}"
-)
-
-
-def read_log(store: EventStore, after: int, limit: int, aggregate_type: str) -> list[StoredEvent]:
-    """Up to `limit` records of `aggregate_type` above position `after`, in order
-    (what `store.read_log(after, limit, aggregate_types=[aggregate_type])` returns)."""
-    try:
-        with read_transaction(store.engine) as conn:
-            rows = _fetch(conn, (after, aggregate_type, limit))
-    except DBAPIError as exc:
-        raise StoreError(f"read from {store!r} failed: {exc.orig}") from exc
-    return [_record(row) for row in rows]
-
-
-def _fetch(conn: Connection, params: tuple[int, str, int]) -> Sequence[Sequence[Any]]:
-    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    result = conn.exec_driver_sql(_READ_LOG.format(p=marker), params)
-    try:
-        # The driver's tuples: no `Row` objects, no result processing.
-        rows: Sequence[Sequence[Any]] = result.cursor.fetchall() if result.cursor else []
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise DBAPIError.instance(None, params, exc, conn.dialect.loaded_dbapi.Error) from exc
-    finally:
-        result.close()
-    return rows
-
-
-def _uuid(text: str) -> UUID:
-    """`UUID(text)` for the 32 hex digits SQLite holds, without `UUID.__init__`'s
-    parsing of every accepted spelling (a third of reading a row)."""
-    value = UUID.__new__(UUID)
-    object.__setattr__(value, "int", int(text, 16))
-    object.__setattr__(value, "is_safe", SafeUUID.unknown)
-    return value
-
-
-def _record(row: Sequence[Any]) -> StoredEvent:
-    event_id, occurred_at = row[7], row[8]
-    if not isinstance(event_id, UUID):  # SQLite: text; PostgreSQL: a UUID already
-        event_id = _uuid(event_id) if len(event_id) == 32 else UUID(event_id)
-    if isinstance(occurred_at, str):  # SQLite: text, always UTC (the store only writes UTC)
-        occurred_at = datetime.fromisoformat(occurred_at + "+00:00")
-    elif occurred_at.tzinfo is None:
-        occurred_at = occurred_at.replace(tzinfo=UTC)
-    elif occurred_at.tzinfo is not UTC:  # PostgreSQL answers in the session's zone
-        occurred_at = occurred_at.astimezone(UTC)
-    return StoredEvent(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        row[4],
-        row[5],
-        row[6],
-        event_id,
-        occurred_at,
-        row[9],
-        row[10],
-    )

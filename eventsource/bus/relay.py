@@ -266,18 +266,7 @@ class Relay:
                 backoff = min(backoff * 2, self.max_backoff)
 
     def _abort(self, producer: Producer) -> None:
-        backoff = 0.5
-        while True:
-            try:
-                producer.abort_transaction(_TIMEOUT)
-                return
-            except KafkaException as exc:
-                self._raise_if_fatal(exc)
-                if not kafka_error(exc).retriable():
-                    raise BusError(f"cannot abort the transaction: {exc}") from exc
-                log.warning("relay: abort not confirmed (%s); retrying in %.1f s", exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
+        self._call(lambda: producer.abort_transaction(_TIMEOUT), "abort the transaction")
 
     def _raise_if_fatal(self, exc: KafkaException) -> None:
         error = kafka_error(exc)

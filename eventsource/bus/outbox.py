@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import orjson
 from sqlalchemy import Connection, text
 
 from eventsource.bus import wire
@@ -63,10 +62,6 @@ def read_messages(store: EventStore, after: int, limit: int) -> list[OutgoingMes
 def _read(conn: Connection, after: int, limit: int) -> list[OutgoingMessage]:
     sqlite = conn.dialect.name == "sqlite"
     rows = conn.execute(_SQLITE if sqlite else _POSTGRES, {"after": after, "limit": limit}).all()
-    content_type = (wire.H_CONTENT_TYPE, "application/json")
-    h_type, h_schema, h_id = wire.H_TYPE, wire.H_SCHEMA, wire.H_EVENT_ID
-    h_agg_type, h_agg_id, h_version = wire.H_AGG_TYPE, wire.H_AGG_ID, wire.H_VERSION
-    h_position, h_occurred = wire.H_POSITION, wire.H_OCCURRED
     out: list[OutgoingMessage] = []
     append = out.append
     for (
@@ -87,25 +82,17 @@ def _read(conn: Connection, after: int, limit: int) -> list[OutgoingMessage]:
             if sqlite
             else raw_id
         )
-        headers: list[tuple[str, str | bytes]] = [
-            content_type,
-            (h_type, event_type),
-            (h_schema, str(schema_version)),
-            (h_id, event_id),
-            (h_agg_type, aggregate_type),
-            (h_agg_id, aggregate_id),
-            (h_version, str(version)),
-            (h_position, str(position)),
-            (h_occurred, occurred_at),
-        ]
-        if len(metadata) > 2:
-            meta = orjson.loads(metadata)
-            correlation = meta.get("correlation_id")
-            if correlation:
-                headers.append((wire.H_CORRELATION, correlation))
-            causation = meta.get("causation_id")
-            if causation:
-                headers.append((wire.H_CAUSATION, causation))
+        headers = wire.headers(
+            event_type=event_type,
+            schema_version=schema_version,
+            event_id=event_id,
+            aggregate_type=aggregate_type,
+            aggregate_id=aggregate_id,
+            version=version,
+            position=position,
+            occurred_at=occurred_at,
+            metadata=metadata,
+        )
         append(
             OutgoingMessage(
                 position, aggregate_type, aggregate_id, payload, headers, int(timestamp)

@@ -44,27 +44,56 @@ H_CAUSATION = "es-causation-id"
 Headers = list[tuple[str, str | bytes]]
 
 
+def headers(
+    *,
+    event_type: str,
+    schema_version: int,
+    event_id: str,
+    aggregate_type: str,
+    aggregate_id: str,
+    version: int,
+    position: int,
+    occurred_at: str,
+    metadata: str,
+) -> Headers:
+    """The headers of an event's message, as text (`occurred_at` in ISO 8601,
+    `metadata` the stored JSON); librdkafka writes text as UTF-8."""
+    out: Headers = [
+        (H_CONTENT_TYPE, CONTENT_TYPE),
+        (H_TYPE, event_type),
+        (H_SCHEMA, str(schema_version)),
+        (H_EVENT_ID, event_id),
+        (H_AGG_TYPE, aggregate_type),
+        (H_AGG_ID, aggregate_id),
+        (H_VERSION, str(version)),
+        (H_POSITION, str(position)),
+        (H_OCCURRED, occurred_at),
+    ]
+    if len(metadata) > 2:  # not "{}"
+        meta = orjson.loads(metadata)
+        if meta.get("correlation_id"):
+            out.append((H_CORRELATION, meta["correlation_id"]))
+        if meta.get("causation_id"):
+            out.append((H_CAUSATION, meta["causation_id"]))
+    return out
+
+
 def encode(record: StoredEvent) -> tuple[bytes, bytes, Headers, int]:
     """`(key, value, headers, timestamp_ms)` of the Kafka message for `record`."""
-    headers: Headers = [
-        (H_CONTENT_TYPE, b"application/json"),
-        (H_TYPE, record.event_type.encode()),
-        (H_SCHEMA, str(record.schema_version).encode()),
-        (H_EVENT_ID, str(record.event_id).encode()),
-        (H_AGG_TYPE, record.aggregate_type.encode()),
-        (H_AGG_ID, record.aggregate_id.encode()),
-        (H_VERSION, str(record.version).encode()),
-        (H_POSITION, str(record.position).encode()),
-        (H_OCCURRED, record.occurred_at.isoformat(timespec="microseconds").encode()),
-    ]
-    if record.metadata not in ("", "{}"):
-        meta = orjson.loads(record.metadata)
-        if meta.get("correlation_id"):
-            headers.append((H_CORRELATION, meta["correlation_id"].encode()))
-        if meta.get("causation_id"):
-            headers.append((H_CAUSATION, meta["causation_id"].encode()))
+    text = headers(
+        event_type=record.event_type,
+        schema_version=record.schema_version,
+        event_id=str(record.event_id),
+        aggregate_type=record.aggregate_type,
+        aggregate_id=record.aggregate_id,
+        version=record.version,
+        position=record.position,
+        occurred_at=record.occurred_at.isoformat(timespec="microseconds"),
+        metadata=record.metadata,
+    )
+    encoded: Headers = [(name, str(value).encode()) for name, value in text]
     timestamp = int(record.occurred_at.timestamp() * 1000)
-    return record.aggregate_id.encode(), record.payload.encode(), headers, timestamp
+    return record.aggregate_id.encode(), record.payload.encode(), encoded, timestamp
 
 
 def decode(  # noqa: PLR0917 - the fields of one Kafka message

@@ -19,11 +19,10 @@ from uuid import UUID
 
 import orjson
 from sqlalchemy import Connection, and_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from eventsource.errors import ConfigurationError
 from eventsource.projections.tables import deadlines
+from eventsource.store.engine import upsert_into
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +91,7 @@ def schedule(
         "created_at": datetime.now(UTC),
         "done_at": None,
     }
-    insert = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
-    statement = insert(deadlines).values(values)
+    statement = upsert_into(conn, deadlines).values(values)
     conn.execute(
         statement.on_conflict_do_update(
             index_elements=[deadlines.c.owner, deadlines.c.name, deadlines.c.key],

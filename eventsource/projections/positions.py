@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import Connection, and_, delete, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from eventsource.bus.base import StartAt, TopicPartition
 from eventsource.errors import StalePosition
 from eventsource.projections.tables import positions, projections
+from eventsource.store.engine import upsert_into
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,10 +33,9 @@ def load(
     """Stored positions of `partitions`, creating rows at offset zero for new ones."""
     wanted = list(partitions)
     now = datetime.now(UTC)
-    insert = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
     if wanted:
         conn.execute(
-            insert(positions).on_conflict_do_nothing(),
+            upsert_into(conn, positions).on_conflict_do_nothing(),
             [
                 {
                     "projection": projection,
@@ -167,9 +165,8 @@ def reset(conn: Connection, projection: str) -> None:
 def register(conn: Connection, name: str, kind: str, version: int) -> int:
     """Record the projection; return the version stored for it (its own if new)."""
     now = datetime.now(UTC)
-    insert = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
     conn.execute(
-        insert(projections)
+        upsert_into(conn, projections)
         .values(name=name, kind=kind, version=version, status="idle", updated_at=now)
         .on_conflict_do_nothing()
     )

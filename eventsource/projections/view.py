@@ -41,10 +41,9 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from eventsource.errors import ConfigurationError
+from eventsource.store.engine import upsert_into
 
 Key = tuple[Any, ...]
 Row = dict[str, Any]
@@ -355,8 +354,7 @@ def _upsert(
         if bulk is not None and all(_one_type(values) for values in arrays.values()):
             conn.execute(bulk, arrays)
             return
-    insert = sqlite_insert if conn.dialect.name == "sqlite" else pg_insert
-    statement = insert(state.physical)
+    statement = upsert_into(conn, state.physical)
     key_names = {c.name for c in state.key_columns}
     updates = {name: statement.excluded[name] for name in columns if name not in key_names}
     if updates:

@@ -19,8 +19,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, event, make_url, pool, text
+from sqlalchemy import Connection, Engine, Table, event, make_url, pool, text
 from sqlalchemy import create_engine as sa_create_engine
+from sqlalchemy.dialects.postgresql import dml as pg_dml
+from sqlalchemy.dialects.sqlite import dml as sqlite_dml
 from sqlalchemy.engine import URL
 
 from eventsource.errors import ConfigurationError
@@ -105,6 +107,11 @@ def prepare(engine: Engine, *, sqlite_synchronous: SqliteSync = "FULL") -> None:
     # Connections opened before the hooks existed lack them.
     engine.dispose()
     _prepared.add(engine)
+
+
+def upsert_into(bind: Engine | Connection, table: Table) -> pg_dml.Insert | sqlite_dml.Insert:
+    """An INSERT into `table` that takes `ON CONFLICT` clauses, in the bind's dialect."""
+    return sqlite_dml.insert(table) if bind.dialect.name == "sqlite" else pg_dml.insert(table)
 
 
 def is_sqlite(engine: Engine | Connection) -> bool:

@@ -13,8 +13,6 @@ from typing import Any
 from uuid import UUID, SafeUUID
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, tuple_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
@@ -29,6 +27,7 @@ from eventsource.store.engine import (
     SqliteSync,
     create_engine,
     read_transaction,
+    upsert_into,
     write_connection,
     write_transaction,
 )
@@ -272,8 +271,7 @@ class EventStore:
             "state": state,
             "taken_at": datetime.now(UTC),
         }
-        insert = sqlite_insert if self.is_sqlite else pg_insert
-        statement = insert(schema.snapshots).values(values)
+        statement = upsert_into(connection, schema.snapshots).values(values)
         statement = statement.on_conflict_do_update(
             index_elements=[schema.snapshots.c.stream_id],
             set_={k: statement.excluded[k] for k in values if k != "stream_id"},

@@ -132,18 +132,15 @@ class SqlLogConsumer:
             store, aggregate_type = self._source(tp.topic)
             position = self._next[tp]
             events = schema.events
-            statement = select(
-                func.count(), func.coalesce(func.max(events.c.global_position), 0)
-            ).where(events.c.aggregate_type == aggregate_type)
             with read_transaction(store.engine) as conn:
-                _total, head = conn.execute(statement).one()
+                head = store.head_position(aggregate_types=[aggregate_type], connection=conn)
                 remaining = conn.execute(
                     select(func.count()).where(
                         events.c.aggregate_type == aggregate_type,
                         events.c.global_position >= position,
                     )
                 ).scalar_one()
-            end = max(int(head) + 1, position) if remaining else position
+            end = max(head + 1, position) if remaining else position
             out[tp] = PartitionLag(position, end, int(remaining))
         return out
 

@@ -114,10 +114,6 @@ def upsert_into(bind: Engine | Connection, table: Table) -> pg_dml.Insert | sqli
     return sqlite_dml.insert(table) if bind.dialect.name == "sqlite" else pg_dml.insert(table)
 
 
-def is_sqlite(engine: Engine | Connection) -> bool:
-    return engine.dialect.name == "sqlite"
-
-
 @contextmanager
 def write_connection(engine: Engine) -> Iterator[Connection]:
     """A connection whose transactions take SQLite's write lock when they begin."""

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 import click
 
@@ -203,21 +203,21 @@ def projection_run(
     from eventsource.projections.worker import BatchStats, Worker
 
     classes = [load_class(name) for name in names]
-    with Runtime(settings_from(url, context)) as runtime, stop_on_signals() as stop:
+    with (
+        Runtime(settings_from(url, context)) as runtime,
+        stop_on_signals() as stop,
+        ExitStack() as stack,
+    ):
         workers = [runtime.worker(cls, batch_size=batch_size) for cls in classes]
-        reports = {w.name: ProgressReport(f"{w.kind} {w.name}") for w in workers}
+        reports = {
+            w.name: stack.enter_context(ProgressReport(f"{w.kind} {w.name}")) for w in workers
+        }
 
         def show(worker: Worker, stats: BatchStats) -> None:
             if stats.messages:
                 reports[worker.name].update(worker.applied)
 
-        for report in reports.values():
-            report.__enter__()
-        try:
-            run_workers(workers, stop=stop, until_caught_up=until_caught_up, on_batch=show)
-        finally:
-            for report in reports.values():
-                report.__exit__(None, None, None)
+        run_workers(workers, stop=stop, until_caught_up=until_caught_up, on_batch=show)
 
 
 @projection.command("status")

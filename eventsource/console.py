@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -27,6 +28,40 @@ def is_terminal() -> bool:
     return sys.stderr.isatty()
 
 
+# Reports open at the same time (one per projection of `projection run`) are
+# rows of one live display: two displays on one terminal overwrite each other.
+_live_lock = threading.Lock()
+_live: Progress | None = None
+_live_users = 0
+
+
+def _shared_progress() -> Progress:
+    global _live, _live_users  # noqa: PLW0603 - one terminal, one display
+    with _live_lock:
+        if _live is None:
+            _live = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:>10} {task.fields[lag]}"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            _live.start()
+        _live_users += 1
+        return _live
+
+
+def _release_progress() -> None:
+    global _live, _live_users  # noqa: PLW0603 - one terminal, one display
+    with _live_lock:
+        _live_users -= 1
+        if _live_users == 0 and _live is not None:
+            _live.stop()
+            _live = None
+
+
 class ProgressReport:
     """Shows `done / total` with rate, lag and time left.
 
@@ -47,16 +82,7 @@ class ProgressReport:
 
     def __enter__(self) -> ProgressReport:
         if is_terminal():
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]:>10} {task.fields[lag]}"),
-                TimeRemainingColumn(),
-                console=Console(stderr=True),
-                transient=False,
-            )
-            self._progress.start()
+            self._progress = _shared_progress()
             self._task = self._progress.add_task(
                 self.description, total=self.total, rate="", lag=""
             )
@@ -69,7 +95,7 @@ class ProgressReport:
         tb: TracebackType | None,
     ) -> None:
         if self._progress is not None:
-            self._progress.stop()
+            _release_progress()
         else:
             self._line(final=True)
 

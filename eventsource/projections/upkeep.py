@@ -10,7 +10,7 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from eventsource.aggregates.base import caused_by, caused_by_ids
+from eventsource.aggregates.base import caused_by_ids
 from eventsource.errors import DecodeError
 from eventsource.projections import deadletters, deadlines
 from eventsource.projections.reaction import Reaction
@@ -59,12 +59,7 @@ def _replay_stream(worker: Worker, letters: list[deadletters.DeadLetter]) -> boo
                 handler = cls.handler_for(type(event))
                 if handler is None:
                     continue
-                if reaction is not None:
-                    reaction.cause = event
-                    with caused_by(event):
-                        handler(worker.consumer, event, reaction)
-                else:
-                    handler(worker.consumer, event, worker.view)
+                worker.handle(handler, event, reaction)
             worker.view.flush()
             if reaction is not None:
                 reaction.flush()

@@ -161,15 +161,13 @@ class Worker:
             return
         cls = type(self.consumer)
         cls.check()
-        upgrade_schema(self.engine)
+        self.start_tables()
         with self._transaction() as conn:
             stored = positions.register(conn, self.key, self.kind, cls.version)
             if self.check_version and stored != cls.version:
                 raise ProjectionVersionMismatch(self.name, stored, cls.version)
             positions.set_status(conn, self.key, "running", clear_error=True)
             self._stopped_on = deadletters.has_stopped(conn, self.key)
-            for table in self.tables:
-                table.create(conn, checkfirst=True)
         self.consumer.setup()
         self.log.subscribe(list(cls.topics), self._on_assign, self._on_revoke)
         self._started = True
@@ -416,9 +414,7 @@ class Worker:
         self, messages: Sequence[LogMessage], reaction: Reaction | None, blocked: set[str]
     ) -> list[LogMessage]:
         """Apply each message's handler; return the messages parked behind others."""
-        consumer = self.consumer
-        cls = type(consumer)
-        target: View | Reaction = reaction if reaction is not None else self.view
+        cls = type(self.consumer)
         parked: list[LogMessage] = []
         for index, message in enumerate(messages):
             record = message.record
@@ -432,12 +428,7 @@ class Worker:
             if handler is None:
                 continue
             try:
-                if reaction is not None:
-                    reaction.cause = event
-                    with caused_by(event):
-                        handler(consumer, event, target)
-                else:
-                    handler(consumer, event, target)
+                self.handle(handler, event, reaction)
             except (OperationalError, InterfaceError) as exc:
                 if transient(exc):
                     raise  # the database's trouble (a lost connection, a deadlock), not the event's
@@ -445,6 +436,16 @@ class Worker:
             except Exception as exc:
                 raise _HandlerFailed(index, exc) from exc
         return parked
+
+    def handle(self, handler: Callable[..., None], event: Event, reaction: Reaction | None) -> None:
+        """Call a handler: a reactor's with the reaction, caused by the event;
+        a projection's with the view."""
+        if reaction is None:
+            handler(self.consumer, event, self.view)
+            return
+        reaction.cause = event
+        with caused_by(event):
+            handler(self.consumer, event, reaction)
 
     def _wanted(self, event_type: str) -> bool:
         """Whether events of this type have a handler: others are not even decoded.

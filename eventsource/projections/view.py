@@ -355,8 +355,7 @@ def _upsert(
             conn.execute(bulk, arrays)
             return
     statement = upsert_into(conn, state.physical)
-    key_names = {c.name for c in state.key_columns}
-    updates = {name: statement.excluded[name] for name in columns if name not in key_names}
+    updates = {name: statement.excluded[name] for name in columns if name not in state.key_names}
     if updates:
         statement = statement.on_conflict_do_update(index_elements=state.key_columns, set_=updates)
     else:

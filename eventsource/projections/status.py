@@ -12,7 +12,7 @@ from sqlalchemy import Engine, delete, select
 from eventsource.bus.base import LogConsumer, PartitionLag, StartAt, TopicPartition
 from eventsource.projections import deadletters, positions
 from eventsource.projections.base import Consumer, Reactor
-from eventsource.projections.tables import projections
+from eventsource.projections.tables import create_missing, projections
 from eventsource.store.engine import read_transaction, write_connection
 from eventsource.store.eventstore import upgrade_schema
 
@@ -104,8 +104,8 @@ def reset(cls: type[Consumer], engine: Engine) -> None:
     """
     upgrade_schema(engine)
     with write_connection(engine) as conn, conn.begin():
+        create_missing(conn, cls.tables)
         for table in cls.tables:
-            table.create(conn, checkfirst=True)
             conn.execute(delete(table))
         positions.reset(conn, cls.name)
         conn.execute(delete(projections).where(projections.c.name == cls.name))

@@ -5,7 +5,20 @@ Created by the Alembic migrations in `eventsource/migrations`.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text
+from collections.abc import Iterable
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
 
 metadata = MetaData()
 
@@ -78,3 +91,21 @@ deadlines = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("done_at", DateTime(timezone=True), nullable=True),
 )
+
+
+def create_missing(conn: Connection, tables: Iterable[Table]) -> None:
+    """Create whichever of `tables` do not exist yet, safely against other processes.
+
+    PostgreSQL's `CREATE TABLE` checks for an existing table before it takes
+    its catalogue locks, so two workers starting together can both decide to
+    create one and the slower fails on a unique index of `pg_type`. A lock
+    per table name, held to the end of the transaction, makes the second
+    wait and then find the table.
+    """
+    for table in tables:
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                {"key": f"eventsource.create:{table.name}"},
+            )
+        table.create(conn, checkfirst=True)

@@ -43,6 +43,7 @@ from eventsource.projections import deadletters, positions, upkeep
 from eventsource.projections.base import Consumer, Reactor
 from eventsource.projections.positions import Position
 from eventsource.projections.reaction import Reaction
+from eventsource.projections.tables import create_missing
 from eventsource.projections.view import View
 from eventsource.store.engine import write_connection
 from eventsource.store.eventstore import EventStore, upgrade_schema
@@ -533,8 +534,7 @@ class Worker:
         """Create the view and framework tables (without subscribing to the log)."""
         upgrade_schema(self.engine)
         with self._transaction() as conn:
-            for table in self.tables:
-                table.create(conn, checkfirst=True)
+            create_missing(conn, self.tables)
 
     def close(self) -> None:
         self.log.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from eventsource.errors import DecodeError
 from eventsource.events.records import StoredEvent
@@ -38,8 +38,7 @@ class StartAt:
     last_position: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class LogMessage:
+class LogMessage(NamedTuple):
     """One message read from the log.
 
     `record` is the event it carries; when the message is not a valid event

@@ -29,6 +29,7 @@ from eventsource.store.engine import read_transaction
 from eventsource.store.eventstore import EventStore
 
 log = logging.getLogger(__name__)
+_new = tuple.__new__
 
 
 def split_topic(topic: str) -> tuple[str, str]:
@@ -117,7 +118,8 @@ class SqlLogConsumer:
             # Positions ascend within a read: if the first one is new, all are.
             if self._filter.accept_position(tp, records[0].position, records[0].position):
                 self._filter.reset(tp, records[-1].position)
-                out.extend([LogMessage(topic, 0, r.position, r) for r in records])
+                # The tuples themselves: `LogMessage(...)` is a Python-level call each.
+                out.extend([_new(LogMessage, (topic, 0, r[0], r, None)) for r in records])
             else:
                 for record in records[1:]:
                     message = LogMessage(topic, 0, record.position, record)

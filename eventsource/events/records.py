@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 from uuid import UUID
 
 
@@ -17,13 +17,12 @@ def stream_id_for(aggregate_type: str, aggregate_id: str) -> str:
     return f"{aggregate_type}:{aggregate_id}"
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
+class StoredEvent(NamedTuple):
     """One event as bytes and columns, before decoding or after encoding.
 
     `payload` is the event's own fields as JSON; `metadata` is a JSON object
     with the correlation and causation ids. `position` is the global position
-    in its store (0 until appended).
+    in its store (0 until appended). Immutable; `_replace` makes a changed copy.
     """
 
     position: int

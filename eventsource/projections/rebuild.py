@@ -121,6 +121,8 @@ def rebuild(
         positions_key=key,
         physical=shadows,
         check_version=False,
+        # The last poll of a rebuild finds the log's end: wait there briefly.
+        poll_timeout=0.05,
     )
     stop = stop or threading.Event()
     started = time.monotonic()

@@ -14,9 +14,10 @@ absent, so folding a rebuild never reads the database at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import (
     Boolean,
@@ -48,7 +49,19 @@ from eventsource.store.engine import upsert_into
 Key = tuple[Any, ...]
 Row = dict[str, Any]
 _ABSENT: None = None
+# Key types taken as a one-column key without further checks.
+_SCALARS = frozenset({str, int, UUID})
 DEFAULT_CACHE_ROWS = 200_000
+
+
+@dataclass(frozen=True)
+class _DriverUpsert:
+    """An upsert handed straight to the driver, with the type conversions
+    SQLAlchemy would have applied to each value."""
+
+    sql: str
+    names: tuple[str, ...]  # the columns in the order of the SQL's parameters
+    processors: tuple[Callable[[Any], Any] | None, ...]
 
 
 @dataclass
@@ -61,8 +74,11 @@ class _TableState:
     defaults: Row
     names: frozenset[str] = frozenset()
     key_names: tuple[str, ...] = ()
-    # PostgreSQL bulk upserts by column set (None: not possible for those columns).
+    width: int = 0  # columns of the table
+    # Bulk upserts by column set (None: not possible for those columns):
+    # PostgreSQL's unnest statement, SQLite's SQL with its bind processors.
     unnest: dict[tuple[str, ...], TextClause | None] = field(default_factory=dict)
+    driver: dict[tuple[str, ...], _DriverUpsert | None] = field(default_factory=dict)
     cache: dict[Key, Row | None] = field(default_factory=dict)
     complete: bool = False
     # The batch in progress: rows fully known (None = deleted), and blind
@@ -99,6 +115,7 @@ class View:
                 defaults=_scalar_defaults(target),
                 names=frozenset(target.c.keys()),
                 key_names=tuple(c.name for c in target.primary_key.columns),
+                width=len(target.c),
             )
 
     # -- batch lifecycle (driven by the worker) --------------------------------
@@ -160,8 +177,8 @@ class View:
         A row inserted in this batch lacks the columns that the database or a
         callable default fills in, until the batch is written.
         """
-        state = self._state(table)
-        k = self._key(state, key)
+        state = self._states.get(id(table)) or self._state(table)
+        k = (key,) if type(key) in _SCALARS and len(state.key_names) == 1 else self._key(state, key)
         if k in state.known:
             row = state.known[k]
             return dict(row) if row is not None else None
@@ -174,9 +191,17 @@ class View:
 
     def upsert(self, table: Table, values: Mapping[str, Any] | None = None, /, **kw: Any) -> None:
         """Insert the row, or update the given columns if it exists."""
-        state = self._state(table)
-        row = self._values(state, values, kw)
-        k = tuple([row[name] for name in state.key_names])
+        state = self._states.get(id(table)) or self._state(table)
+        row = kw if values is None else {**values, **kw}
+        if not state.names.issuperset(row):
+            self._check_columns(state, row)
+        try:
+            k = tuple([row[name] for name in state.key_names])
+        except KeyError:
+            missing = [name for name in state.key_names if name not in row]
+            raise ConfigurationError(
+                f"upsert into {state.logical.name!r} needs the key column(s) {missing}"
+            ) from None
         if k in state.known:
             current = state.known[k]
             state.known[k] = {**(current if current is not None else state.defaults), **row}
@@ -266,16 +291,6 @@ class View:
             )
         return (key,)
 
-    def _values(self, state: _TableState, values: Mapping[str, Any] | None, kw: Row) -> Row:
-        row = kw if values is None else {**values, **kw}
-        self._check_columns(state, row)
-        missing = [name for name in state.key_names if name not in row]
-        if missing:
-            raise ConfigurationError(
-                f"upsert into {state.logical.name!r} needs the key column(s) {missing}"
-            )
-        return row
-
     def _check_columns(self, state: _TableState, row: Mapping[str, Any]) -> None:
         if state.names.issuperset(row):
             return
@@ -287,7 +302,7 @@ class View:
         if k in state.cache:
             cached = state.cache[k]
             # A row this view inserted lacks the columns the database filled in.
-            if cached is None or len(cached) == len(state.physical.c):
+            if cached is None or len(cached) == state.width:
                 return cached
         elif state.complete:
             return None
@@ -326,11 +341,13 @@ class View:
 def _flush_table(conn: Connection, state: _TableState) -> None:
     deletes = [k for k, row in state.known.items() if row is None]
     groups: dict[tuple[str, ...], list[Row]] = {}
+    # Rows grouped by their columns as given (the same handler gives them in
+    # the same order; another order only costs another statement).
     for row in state.known.values():
         if row is not None:
-            groups.setdefault(tuple(sorted(row)), []).append(row)
+            groups.setdefault(tuple(row), []).append(row)
     for row in state.partial.values():
-        groups.setdefault(tuple(sorted(row)), []).append(row)
+        groups.setdefault(tuple(row), []).append(row)
     if deletes:
         _delete(conn, state, deletes)
     for columns, rows in groups.items():
@@ -354,6 +371,11 @@ def _upsert(
         if bulk is not None and all(_one_type(values) for values in arrays.values()):
             conn.execute(bulk, arrays)
             return
+    elif conn.dialect.name == "sqlite":
+        driver = _driver_upsert(conn, state, columns)
+        if driver is not None:
+            conn.exec_driver_sql(driver.sql, _driver_rows(driver, rows))
+            return
     statement = upsert_into(conn, state.physical)
     updates = {name: statement.excluded[name] for name in columns if name not in state.key_names}
     if updates:
@@ -361,6 +383,63 @@ def _upsert(
     else:
         statement = statement.on_conflict_do_nothing(index_elements=state.key_columns)
     conn.execute(statement, rows)
+
+
+def _driver_upsert(
+    conn: Connection, state: _TableState, columns: tuple[str, ...]
+) -> _DriverUpsert | None:
+    """The upsert for a column set as driver SQL (SQLite's `executemany`).
+
+    SQLAlchemy's own `executemany` builds every row's parameters in Python,
+    which costs more than SQLite's insert itself.
+    """
+    if columns in state.driver:
+        return state.driver[columns]
+    table = state.physical
+    driver: _DriverUpsert | None = None
+    if not _fills_in(table, columns):
+        statement = upsert_into(conn, table).values({name: bindparam(name) for name in columns})
+        updates = {
+            name: statement.excluded[name] for name in columns if name not in state.key_names
+        }
+        if updates:
+            statement = statement.on_conflict_do_update(
+                index_elements=state.key_columns, set_=updates
+            )
+        else:
+            statement = statement.on_conflict_do_nothing(index_elements=state.key_columns)
+        compiled = statement.compile(dialect=conn.dialect)
+        order = list(compiled.positiontup or ())
+        if sorted(order) == sorted(columns):
+            driver = _DriverUpsert(
+                sql=str(compiled),
+                names=tuple(order),
+                processors=tuple(
+                    table.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+                    for name in order
+                ),
+            )
+    state.driver[columns] = driver
+    return driver
+
+
+def _driver_rows(driver: _DriverUpsert, rows: list[Row]) -> list[tuple[Any, ...]]:
+    names = driver.names
+    if not any(driver.processors):
+        return [tuple([row[name] for name in names]) for row in rows]
+    pairs = list(zip(names, driver.processors, strict=True))
+    return [
+        tuple([row[name] if process is None else process(row[name]) for name, process in pairs])
+        for row in rows
+    ]
+
+
+def _fills_in(table: Table, columns: tuple[str, ...]) -> bool:
+    """Whether SQLAlchemy would fill in columns outside `columns` (Python-side defaults)."""
+    return any(
+        c.name not in columns and (c.default is not None or c.onupdate is not None)
+        for c in table.columns
+    )
 
 
 # Column types whose values psycopg sends as arrays that PostgreSQL casts back
@@ -383,10 +462,7 @@ def _unnest_statement(
         isinstance(c.type, _ARRAY_TYPES) and not isinstance(c.type, TypeDecorator | Enum)
         for c in (table.c[name] for name in columns)
     )
-    filled = any(
-        c.name not in columns and (c.default is not None or c.onupdate is not None)
-        for c in table.columns
-    )
+    filled = _fills_in(table, columns)
     statement: TextClause | None = None
     if simple and not filled:
         quote = conn.dialect.identifier_preparer.quote

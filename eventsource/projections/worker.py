@@ -415,21 +415,37 @@ class Worker:
         self, messages: Sequence[LogMessage], reaction: Reaction | None, blocked: set[str]
     ) -> list[LogMessage]:
         """Apply each message's handler; return the messages parked behind others."""
-        cls = type(self.consumer)
+        # The loop runs for every event of a rebuild: look things up once.
+        handler_for = type(self.consumer).handler_for
+        wanted_types = self._wanted_types
+        decode = self.codec.decode
+        consumer, view = self.consumer, self.view
         parked: list[LogMessage] = []
         for index, message in enumerate(messages):
             record = message.record
-            if record is not None and record.stream_id in blocked:
+            if record is None:
+                raise _HandlerFailed(index, message.error or DecodeError("empty message"))
+            if blocked and record.stream_id in blocked:
                 parked.append(message)
                 continue
-            if record is not None and not self._wanted(record.event_type):
+            wanted = wanted_types.get(record.event_type)
+            if not (self._wanted(record.event_type) if wanted is None else wanted):
                 continue
-            event = self._decode(index, message)
-            handler = cls.handler_for(type(event))
+            try:
+                event = decode(record)
+            except DecodeError as exc:
+                located = exc.at(
+                    topic=message.topic, partition=message.partition, offset=message.offset
+                )
+                raise _HandlerFailed(index, located) from exc
+            handler = handler_for(type(event))
             if handler is None:
                 continue
             try:
-                self.handle(handler, event, reaction)
+                if reaction is None:
+                    handler(consumer, event, view)
+                else:
+                    self.handle(handler, event, reaction)
             except (OperationalError, InterfaceError) as exc:
                 if transient(exc):
                     raise  # the database's trouble (a lost connection, a deadlock), not the event's
@@ -465,27 +481,17 @@ class Worker:
             self._wanted_types[event_type] = wanted
         return wanted
 
-    def _decode(self, index: int, message: LogMessage) -> Event:
-        if message.record is None:
-            raise _HandlerFailed(index, message.error or DecodeError("empty message"))
-        try:
-            return self.codec.decode(message.record)
-        except DecodeError as exc:
-            located = exc.at(
-                topic=message.topic, partition=message.partition, offset=message.offset
-            )
-            raise _HandlerFailed(index, located) from exc
-
     def _moves(
         self, messages: Sequence[LogMessage]
     ) -> dict[TopicPartition, tuple[Position, int, int]]:
         # One pass over the batch: each partition's next offset and highest position.
         ends: dict[tuple[str, int], tuple[int, int]] = {}
-        for message in messages:
-            key = (message.topic, message.partition)
-            position = message.record.position if message.record is not None else 0
-            end = ends.get(key)
-            ends[key] = (message.offset + 1, position if end is None else max(end[1], position))
+        for topic, partition, offset, record, _ in messages:
+            position = record.position if record is not None else 0
+            end = ends.get((topic, partition))
+            if end is not None and end[1] > position:
+                position = end[1]
+            ends[topic, partition] = (offset + 1, position)
         moves: dict[TopicPartition, tuple[Position, int, int]] = {}
         for (topic, partition), (offset, position) in ends.items():
             tp = TopicPartition(topic, partition)

@@ -420,35 +420,42 @@ def _fetch_raw(conn: Connection, statement: Any) -> Sequence[Sequence[Any]]:
         result.close()
 
 
-def _uuid(text: str) -> UUID:
-    """`UUID(text)` for the 32 hex digits SQLite holds, without `UUID.__init__`'s
-    parsing of every accepted spelling (a third of reading a row)."""
-    value = UUID.__new__(UUID)
-    object.__setattr__(value, "int", int(text, 16))
-    object.__setattr__(value, "is_safe", SafeUUID.unknown)
-    return value
+_new_uuid = UUID.__new__
+_set = object.__setattr__
+_new_tuple = tuple.__new__
+_UNKNOWN = SafeUUID.unknown  # an enum member: each attribute access costs a descriptor call
 
 
 def _record(row: Sequence[Any]) -> StoredEvent:
     event_id, occurred_at = row[7], row[8]
     if not isinstance(event_id, UUID):  # SQLite: text; PostgreSQL: a UUID already
-        event_id = _uuid(event_id) if len(event_id) == 32 else UUID(event_id)
+        if len(event_id) == 32:  # SQLite's 32 hex digits: skip `UUID()`'s parsing of every spelling
+            text = event_id
+            event_id = _new_uuid(UUID)
+            _set(event_id, "int", int(text, 16))
+            _set(event_id, "is_safe", _UNKNOWN)
+        else:
+            event_id = UUID(event_id)
     if isinstance(occurred_at, str):  # SQLite: text, always UTC (the store only writes UTC)
         occurred_at = datetime.fromisoformat(occurred_at + "+00:00")
     elif occurred_at.tzinfo is None:
         occurred_at = occurred_at.replace(tzinfo=UTC)
     elif occurred_at.tzinfo is not UTC:  # PostgreSQL answers in the session's zone
         occurred_at = occurred_at.astimezone(UTC)
-    return StoredEvent(
-        row[0],
-        row[1],
-        row[2],
-        row[3],
-        row[4],
-        row[5],
-        row[6],
-        event_id,
-        occurred_at,
-        row[9],
-        row[10],
+    # The tuple itself: `StoredEvent(...)` would add a Python-level call per row.
+    return _new_tuple(
+        StoredEvent,
+        (
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            row[6],
+            event_id,
+            occurred_at,
+            row[9],
+            row[10],
+        ),
     )

@@ -127,13 +127,8 @@ def test_kafka_tail_prints_events_and_flags_what_is_not_one(
     topic = store.topic_for("order")
     producer = Producer({"bootstrap.servers": kafka_servers})
     producer.produce(topic, b"\xff not an event", b"k", partition=0)
-    unknown = StoredEvent(
-        **{
-            **{f: getattr(records[-1], f) for f in records[-1].__dataclass_fields__},
-            "position": records[-1].position + 1,
-            "version": 99,
-            "event_type": "bus.never_registered",
-        }
+    unknown = records[-1]._replace(
+        position=records[-1].position + 1, version=99, event_type="bus.never_registered"
     )
     key, value, headers, _ = wire.encode(unknown)
     producer.produce(topic, value, key, headers=headers)

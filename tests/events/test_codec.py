@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import math
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -237,7 +236,7 @@ def test_metadata_comes_from_the_record_not_the_payload() -> None:
     for name in METADATA_FIELDS:
         assert f'"{name}"' not in record.payload
 
-    decoded = codec.decode(dataclasses.replace(record, position=99))
+    decoded = codec.decode(record._replace(position=99))
     assert decoded.event_id == original.event_id
     assert decoded.aggregate_id == "meta-1"
     assert decoded.aggregate_type == "codec_ledger"
@@ -456,7 +455,7 @@ def test_validation_messages_stay_short_for_hostile_payloads() -> None:
     ["not json", "[]", '{"correlation_id": "not-a-uuid"}', '{"causation_id": 12}'],
 )
 def test_corrupt_metadata_is_a_decode_error(metadata: str) -> None:
-    record = dataclasses.replace(stored("codec.counted", '{"count": 1}'), metadata=metadata)
+    record = stored("codec.counted", '{"count": 1}')._replace(metadata=metadata)
     with pytest.raises(DecodeError) as caught:
         EventCodec().decode(record)
     assert caught.value.stream_id == "codec_ledger:ledger-9"

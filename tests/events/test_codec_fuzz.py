@@ -236,23 +236,24 @@ def test_oversized_input_is_rejected_before_any_parser_sees_it(
 ) -> None:
     parsed: list[str] = []
     real_loads = orjson.loads
-    real_validate = FuzzUpcast.model_validate_json.__func__  # type: ignore[attr-defined]
+    real_validator = FuzzUpcast.__pydantic_validator__
 
     def counting_loads(data: Any) -> Any:
         parsed.append("orjson.loads")
         return real_loads(data)
 
-    def counting_validate(cls: Any, /, data: Any, **kwargs: Any) -> Any:
-        parsed.append("model_validate_json")
-        return real_validate(cls, data, **kwargs)
+    class CountingValidator:
+        def validate_json(self, data: Any, **kwargs: Any) -> Any:
+            parsed.append("validate_json")
+            return real_validator.validate_json(data, **kwargs)
 
     monkeypatch.setattr(orjson, "loads", counting_loads)  # the codec calls orjson.loads
-    monkeypatch.setattr(FuzzUpcast, "model_validate_json", classmethod(counting_validate))
+    monkeypatch.setattr(FuzzUpcast, "__pydantic_validator__", CountingValidator())
     codec = EventCodec(max_event_bytes=1000)
 
     # The probes work: a payload within the limit reaches both parsers.
     codec.decode(record('{"item": 1}', event_type="fuzz.upcast", schema_version=1))
-    assert parsed == ["orjson.loads", "model_validate_json"]
+    assert parsed == ["orjson.loads", "validate_json"]
     parsed.clear()
 
     # Not JSON at all, and past the limit: refused for its size, unparsed.

@@ -20,8 +20,9 @@ from eventsource.events.records import StoredEvent
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class TopicPartition:
+class TopicPartition(NamedTuple):
+    """A partition of a topic; hashed for every message read, so a tuple's C hash."""
+
     topic: str
     partition: int
 

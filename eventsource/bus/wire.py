@@ -21,12 +21,12 @@ headers  (UTF-8 strings)
 from __future__ import annotations
 
 from datetime import datetime
-from uuid import UUID
 
 import orjson
 
 from eventsource.errors import DecodeError
 from eventsource.events.records import StoredEvent, stream_id_for
+from eventsource.events.uuids import parse_uuid
 
 CONTENT_TYPE = "application/json"
 H_CONTENT_TYPE = "content-type"
@@ -113,7 +113,7 @@ def decode(  # noqa: PLR0917 - the fields of one Kafka message
         version = int(h[H_VERSION])
         position = int(h[H_POSITION])
         schema_version = int(h[H_SCHEMA])
-        event_id = UUID(h[H_EVENT_ID].decode())
+        event_id = parse_uuid(h[H_EVENT_ID].decode())
         occurred_at = datetime.fromisoformat(h[H_OCCURRED].decode())
         if value is None:
             raise ValueError("the message has no value")

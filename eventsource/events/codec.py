@@ -13,6 +13,7 @@ from eventsource.errors import DecodeError, EncodeError, EventTooLarge, UnknownE
 from eventsource.events.base import METADATA_FIELDS, Event
 from eventsource.events.records import StoredEvent, stream_id_for
 from eventsource.events.registry import EventRegistry, default_registry
+from eventsource.events.uuids import parse_uuid
 
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 _EXCLUDE: set[str] = set(METADATA_FIELDS)
@@ -35,6 +36,8 @@ class EventCodec:
     ) -> None:
         self.registry = registry or default_registry
         self.max_event_bytes = max_event_bytes
+        # The events of one command share their metadata: parse it once.
+        self._last_metadata: tuple[str, tuple[UUID | None, UUID | None]] = ("{}", (None, None))
 
     def encode(self, event: Event) -> StoredEvent:
         """The stored form of an event that an aggregate has triggered."""
@@ -111,9 +114,12 @@ class EventCodec:
             raise self._error(record, _summarise(exc)) from exc
         # 5. Stamp the metadata from the trusted columns, as `stamp` does,
         #    spelled out because it runs for every event read.
-        correlation_id, causation_id = (
-            (None, None) if record.metadata in ("", "{}") else _decode_metadata(record.metadata)
-        )
+        metadata = record.metadata
+        last_text, ids = self._last_metadata
+        if metadata != last_text:
+            ids = (None, None) if metadata in ("", "{}") else _decode_metadata(metadata)
+            self._last_metadata = (metadata, ids)
+        correlation_id, causation_id = ids
         fields = event.__dict__
         fields["event_id"] = record.event_id
         fields["aggregate_id"] = record.aggregate_id
@@ -194,8 +200,8 @@ def _decode_metadata(text: str) -> tuple[UUID | None, UUID | None]:
     correlation = meta.get("correlation_id")
     causation = meta.get("causation_id")
     return (
-        UUID(correlation) if correlation is not None else None,
-        UUID(causation) if causation is not None else None,
+        parse_uuid(correlation) if correlation is not None else None,
+        parse_uuid(causation) if causation is not None else None,
     )
 
 

@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID, SafeUUID
+from uuid import UUID
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, tuple_
 from sqlalchemy.engine import URL
@@ -21,6 +21,7 @@ from eventsource.events.base import Event
 from eventsource.events.codec import DEFAULT_MAX_EVENT_BYTES, EventCodec
 from eventsource.events.records import StoredEvent
 from eventsource.events.registry import EventRegistry
+from eventsource.events.uuids import uuid_from_hex
 from eventsource.settings import Settings, check_context
 from eventsource.store import schema
 from eventsource.store.engine import (
@@ -420,22 +421,13 @@ def _fetch_raw(conn: Connection, statement: Any) -> Sequence[Sequence[Any]]:
         result.close()
 
 
-_new_uuid = UUID.__new__
-_set = object.__setattr__
 _new_tuple = tuple.__new__
-_UNKNOWN = SafeUUID.unknown  # an enum member: each attribute access costs a descriptor call
 
 
 def _record(row: Sequence[Any]) -> StoredEvent:
     event_id, occurred_at = row[7], row[8]
     if not isinstance(event_id, UUID):  # SQLite: text; PostgreSQL: a UUID already
-        if len(event_id) == 32:  # SQLite's 32 hex digits: skip `UUID()`'s parsing of every spelling
-            text = event_id
-            event_id = _new_uuid(UUID)
-            _set(event_id, "int", int(text, 16))
-            _set(event_id, "is_safe", _UNKNOWN)
-        else:
-            event_id = UUID(event_id)
+        event_id = uuid_from_hex(event_id) if len(event_id) == 32 else UUID(event_id)
     if isinstance(occurred_at, str):  # SQLite: text, always UTC (the store only writes UTC)
         occurred_at = datetime.fromisoformat(occurred_at + "+00:00")
     elif occurred_at.tzinfo is None:

@@ -1,0 +1,31 @@
+"""Parsing the UUIDs that every event read carries, without `UUID()`'s overhead."""
+
+from __future__ import annotations
+
+from uuid import UUID, SafeUUID
+
+_new = UUID.__new__
+_set = object.__setattr__
+_UNKNOWN = SafeUUID.unknown  # an enum member: each attribute access costs a descriptor call
+
+
+def parse_uuid(text: str) -> UUID:
+    """`UUID(text)`, accepting and refusing the same strings, in half the time.
+
+    `UUID()` strips every spelling it accepts (`urn:uuid:`, braces, hyphens)
+    before parsing 32 hex digits; the canonical forms that the store and the
+    wire use only need their hyphens removed. Anything else goes to `UUID()`
+    itself, which raises `ValueError` when the text is malformed.
+    """
+    digits = text.replace("-", "")
+    if len(digits) != 32 or not digits.isascii():
+        return UUID(text)
+    return uuid_from_hex(digits)
+
+
+def uuid_from_hex(digits: str) -> UUID:
+    """The UUID of 32 hex digits that are known to be well formed (read from our own store)."""
+    value = _new(UUID)
+    _set(value, "int", int(digits, 16))
+    _set(value, "is_safe", _UNKNOWN)
+    return value

@@ -249,8 +249,12 @@ def swap(engine: Engine, cls: type[Consumer], shadows: dict[str, Table]) -> None
     """Put the rebuilt tables and positions in place of the live ones, atomically."""
     key = rebuild_key(cls.name)
     with write_connection(engine) as conn, conn.begin():
+        # 0. A live worker in park mode starts each batch by locking the
+        #    projection's row and only then writes the tables: take that row
+        #    first too, or each would wait for the other (PostgreSQL).
+        deadletters.lock(conn, cls.name)
         existing = set(inspect(conn).get_table_names())
-        # 1. Tables first: a live worker mid-batch holds their locks and
+        # 1. Tables next: a live worker mid-batch holds their locks and
         #    commits before we get them; it updates its positions after.
         for table in cls.tables:
             shadow = shadows[table.name]

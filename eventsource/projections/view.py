@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
+from operator import itemgetter
 from typing import Any
 from uuid import UUID
 
@@ -138,8 +140,11 @@ class View:
     def commit(self) -> None:
         """The batch committed: what it wrote is now what the database holds."""
         for state in self._states.values():
-            for key, row in state.known.items():
-                self._remember(state, key, row)
+            cache = state.cache
+            for key in state.known:
+                cache.pop(key, None)  # moved to the end: the most recently used
+            cache.update(state.known)
+            self._evict(state)
             for key in state.partial:
                 # A blind upsert's full row is unknown: forget any stale copy.
                 state.cache.pop(key, None)
@@ -326,10 +331,16 @@ class View:
     def _remember(self, state: _TableState, k: Key, row: Row | None) -> None:
         state.cache.pop(k, None)
         state.cache[k] = row
-        if len(state.cache) > self.cache_rows:
-            # Evict the oldest tenth; from now on a miss must ask the database.
-            for old in list(state.cache)[: max(1, self.cache_rows // 10)]:
-                del state.cache[old]
+        self._evict(state)
+
+    def _evict(self, state: _TableState) -> None:
+        excess = len(state.cache) - self.cache_rows
+        if excess > 0:
+            # Evict the oldest, a tenth more than needed so that this is rare;
+            # from now on a miss must ask the database.
+            cache = state.cache
+            for old in list(islice(cache, excess + self.cache_rows // 10)):
+                del cache[old]
             state.complete = False
 
     def _absorb_flushed(self) -> None:
@@ -426,7 +437,9 @@ def _driver_upsert(
 def _driver_rows(driver: _DriverUpsert, rows: list[Row]) -> list[tuple[Any, ...]]:
     names = driver.names
     if not any(driver.processors):
-        return [tuple([row[name] for name in names]) for row in rows]
+        if len(names) == 1:
+            return [(row[names[0]],) for row in rows]
+        return list(map(itemgetter(*names), rows))  # a tuple per row, built in C
     pairs = list(zip(names, driver.processors, strict=True))
     return [
         tuple([row[name] if process is None else process(row[name]) for name, process in pairs])

@@ -45,7 +45,7 @@ from eventsource.projections.positions import Position
 from eventsource.projections.reaction import Reaction
 from eventsource.projections.tables import create_missing
 from eventsource.projections.view import View
-from eventsource.store.engine import write_connection
+from eventsource.store.engine import read_transaction, write_connection
 from eventsource.store.eventstore import EventStore, upgrade_schema
 
 log = logging.getLogger(__name__)
@@ -144,6 +144,7 @@ class Worker:
         self._wanted_types: dict[str, bool] = {}
         self._stopped_on = False
         self._started = False
+        self._idle_checked = 0.0
 
     @property
     def kind(self) -> str:
@@ -246,7 +247,37 @@ class Worker:
             stats = BatchStats(messages=len(messages))
             if messages:
                 self._apply(messages, stats)
+            else:
+                self._check_when_idle()
         return stats
+
+    # How often an idle worker looks whether its positions moved under it.
+    IDLE_CHECK_SECONDS = 1.0
+
+    def _check_when_idle(self) -> None:
+        """Notice positions that moved under us while there is nothing to apply.
+
+        A rebuild's swap puts its own positions (and a newer view) in place; a
+        busy worker learns of it when its next commit is refused, but an idle
+        one would sit past events the swapped-in view lacks until the next
+        event arrives. Reading the revisions is one small query a second.
+        """
+        now = time.monotonic()
+        if not self._positions or now - self._idle_checked < self.IDLE_CHECK_SECONDS:
+            return
+        self._idle_checked = now
+        with read_transaction(self.engine) as conn:
+            stored = positions.all_positions(conn, self.key)
+        if any(
+            tp in stored and stored[tp].revision != mine.revision
+            for tp, mine in self._positions.items()
+        ):
+            log.info(
+                "%s %s: positions moved (a rebuild swapped in?); re-reading them",
+                self.kind,
+                self.name,
+            )
+            self._resync()
 
     def _apply(self, messages: list[LogMessage], stats: BatchStats) -> None:
         # Messages of partitions revoked since the poll belong to another worker now.

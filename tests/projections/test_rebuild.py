@@ -230,6 +230,49 @@ def test_rebuild_under_writes_swaps_a_complete_view(rig: Rig) -> None:
     assert {(r[0], r[2]) for r in state} == {(name, 1)}
 
 
+def test_the_swap_waits_for_a_parking_batch_in_flight(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A live worker in park mode locks its projection's row before it touches
+    its tables; the swap takes that row first, so neither waits for the other
+    (on PostgreSQL, the other order ends in a deadlock and a retried batch).
+    The batch it held open lands in the old table: idle after the swap, the
+    worker notices the swapped-in positions and applies it again."""
+    name = unique("rb_parking")
+    armed, entered, gate = threading.Event(), threading.Event(), threading.Event()
+
+    def hold_the_batch(_self: object) -> None:
+        # Before the handler reads or writes a table: only the row lock is held.
+        if armed.is_set() and not gate.is_set():
+            entered.set()
+            gate.wait(30)
+
+    Totals = wallet_totals(rig.context, name, on_failure="park", _pace=hold_the_batch)
+    writer = Writer(rig.store, seed=3)
+    head = writer.populate(wallets=20, deposits=200)
+    rig.start_relay()
+    live_stop = threading.Event()
+    live = live_worker(rig, Totals, live_stop)
+    rig.wait(Totals, head)
+
+    def before_swap() -> None:
+        armed.set()
+        writer.step()  # the live worker's next batch stops in its handler
+        assert entered.wait(30), "the live worker never took the new event"
+        threading.Timer(1.5, gate.set).start()  # longer than PostgreSQL's deadlock_timeout
+
+    caplog.set_level("WARNING")
+    rebuild(Totals, rig.log(), engine=rig.views, batch_size=100, before_swap=before_swap)
+    gate.set()
+    rig.wait(Totals, writer.position)
+    live_stop.set()
+    live.join()
+
+    assert view_rows(rig) == fold_wallets(rig.records())
+    trouble = [r.getMessage() for r in caplog.records if "deadlock" in r.getMessage().lower()]
+    assert trouble == []
+
+
 def test_version_bump_needs_a_rebuild_and_stops_the_old_worker(rig: Rig) -> None:
     name = unique("rb_versioned")
     V1 = wallet_totals(rig.context, name)

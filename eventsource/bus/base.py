@@ -62,8 +62,10 @@ class LogMessage(NamedTuple):
 class PartitionLag:
     """How far a consumer is from the end of one partition.
 
-    `position` and `end` are offsets; `lag` counts the events still to read
-    (exact on the embedded log; on Kafka it also counts transaction markers).
+    `position` and `end` are offsets; `lag` counts the events still to read:
+    never fewer than there are, and 0 only at the end (on Kafka it also counts
+    transaction markers; on the embedded log it is exact near the end and
+    bounded by the positions left further away).
     """
 
     position: int

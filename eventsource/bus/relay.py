@@ -187,9 +187,8 @@ class Relay:
         messages = self._next_messages()
         if not messages:
             return 0
-        self.admin.ensure(
-            {self.kafka.physical(self.store.topic_for(m.aggregate_type)) for m in messages}
-        )
+        types = {m.aggregate_type for m in messages}
+        self.admin.ensure({self.kafka.physical(self.store.topic_for(t)) for t in types})
         self._publish(messages)
         self.position = messages[-1].position
         self.relayed += len(messages)

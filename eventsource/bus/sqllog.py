@@ -30,6 +30,7 @@ from eventsource.store.eventstore import EventStore
 
 log = logging.getLogger(__name__)
 _new = tuple.__new__
+_COUNT_BELOW = 10_000  # lag is exact within this many positions of the end
 
 
 def split_topic(topic: str) -> tuple[str, str]:
@@ -136,12 +137,17 @@ class SqlLogConsumer:
             events = schema.events
             with read_transaction(store.engine) as conn:
                 head = store.head_position(aggregate_types=[aggregate_type], connection=conn)
-                remaining = conn.execute(
-                    select(func.count()).where(
-                        events.c.aggregate_type == aggregate_type,
-                        events.c.global_position >= position,
-                    )
-                ).scalar_one()
+                # Positions have gaps (other aggregate types, rolled-back appends):
+                # count the events left when few are, bound them when many are,
+                # rather than count a million rows for each progress report.
+                remaining = max(0, head + 1 - position)
+                if 0 < remaining <= _COUNT_BELOW:
+                    remaining = conn.execute(
+                        select(func.count()).where(
+                            events.c.aggregate_type == aggregate_type,
+                            events.c.global_position >= position,
+                        )
+                    ).scalar_one()
             end = max(head + 1, position) if remaining else position
             out[tp] = PartitionLag(position, end, int(remaining))
         return out

@@ -44,29 +44,29 @@ H_CAUSATION = "es-causation-id"
 Headers = list[tuple[str, str | bytes]]
 
 
-def headers(
-    *,
+def headers(  # noqa: PLR0917 - the header values, positional: one call per event relayed
     event_type: str,
-    schema_version: int,
+    schema_version: str,
     event_id: str,
     aggregate_type: str,
     aggregate_id: str,
-    version: int,
-    position: int,
+    version: str,
+    position: str,
     occurred_at: str,
     metadata: str,
+    /,
 ) -> Headers:
-    """The headers of an event's message, as text (`occurred_at` in ISO 8601,
+    """The headers of an event's message, all as text (`occurred_at` in ISO 8601,
     `metadata` the stored JSON); librdkafka writes text as UTF-8."""
     out: Headers = [
         (H_CONTENT_TYPE, CONTENT_TYPE),
         (H_TYPE, event_type),
-        (H_SCHEMA, str(schema_version)),
+        (H_SCHEMA, schema_version),
         (H_EVENT_ID, event_id),
         (H_AGG_TYPE, aggregate_type),
         (H_AGG_ID, aggregate_id),
-        (H_VERSION, str(version)),
-        (H_POSITION, str(position)),
+        (H_VERSION, version),
+        (H_POSITION, position),
         (H_OCCURRED, occurred_at),
     ]
     if len(metadata) > 2:  # not "{}"
@@ -81,15 +81,15 @@ def headers(
 def encode(record: StoredEvent) -> tuple[bytes, bytes, Headers, int]:
     """`(key, value, headers, timestamp_ms)` of the Kafka message for `record`."""
     text = headers(
-        event_type=record.event_type,
-        schema_version=record.schema_version,
-        event_id=str(record.event_id),
-        aggregate_type=record.aggregate_type,
-        aggregate_id=record.aggregate_id,
-        version=record.version,
-        position=record.position,
-        occurred_at=record.occurred_at.isoformat(timespec="microseconds"),
-        metadata=record.metadata,
+        record.event_type,
+        str(record.schema_version),
+        str(record.event_id),
+        record.aggregate_type,
+        record.aggregate_id,
+        str(record.version),
+        str(record.position),
+        record.occurred_at.isoformat(timespec="microseconds"),
+        record.metadata,
     )
     encoded: Headers = [(name, str(value).encode()) for name, value in text]
     timestamp = int(record.occurred_at.timestamp() * 1000)

@@ -19,7 +19,7 @@ from tests.bus.model import judge, populate, read_committed
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-EVENTS = 5000
+EVENTS = 10_000
 KILLS = 7
 RESUMED = re.compile(r"resumes after global position (\d+)")
 
@@ -31,7 +31,7 @@ def test_a_relay_killed_at_random_moments_publishes_everything_exactly_once(
     store = EventStore(url, context=kafka_context)
     store.create_schema()
     try:
-        records = populate(store, orders=500, items=8, customers=500)
+        records = populate(store, orders=1000, items=8, customers=1000)
         assert len(records) == EVENTS
         head = records[-1].position
     finally:
@@ -39,7 +39,8 @@ def test_a_relay_killed_at_random_moments_publishes_everything_exactly_once(
     seed = random.randrange(1 << 32)
     rng = random.Random(seed)
     command = [sys.executable, "-m", "eventsource", "relay", "run", "--once"]
-    command += ["--batch-size", "50", "--url", url, "--context", kafka_context]
+    # Small transactions: 500 of them, more than the kills' windows can finish.
+    command += ["--batch-size", "20", "--url", url, "--context", kafka_context]
 
     resumed: list[int] = []
     kills = 0

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, text
 
 from eventsource.bus import wire
 from eventsource.gc_pause import paused_gc
-from eventsource.store.engine import read_transaction
+from eventsource.store.engine import fetch_raw, read_transaction
 from eventsource.store.eventstore import EventStore
 
 _new = tuple.__new__
@@ -26,7 +26,8 @@ _POSTGRES = text(
            schema_version::text, event_id::text,
            to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'),
            floor(extract(epoch FROM occurred_at) * 1000)::bigint,
-           payload, metadata
+           payload, global_position::text AS position_text,
+           metadata::jsonb ->> 'correlation_id', metadata::jsonb ->> 'causation_id'
     FROM events WHERE global_position > :after ORDER BY global_position LIMIT :limit
     """
 )
@@ -39,9 +40,10 @@ _SQLITE = text(
                || substr(event_id, 13, 4) || '-' || substr(event_id, 17, 4) || '-'
                || substr(event_id, 21, 12),
            replace(occurred_at, ' ', 'T') || '+00:00',
-           CAST(strftime('%s', occurred_at) AS INTEGER) * 1000
-               + CAST(substr(occurred_at, 21, 3) AS INTEGER),
-           payload, metadata
+           unixepoch(occurred_at) * 1000 + CAST(substr(occurred_at, 21, 3) AS INTEGER),
+           payload, CAST(global_position AS TEXT) AS position_text,
+           CASE WHEN length(metadata) > 2 THEN metadata ->> '$.correlation_id' END,
+           CASE WHEN length(metadata) > 2 THEN metadata ->> '$.causation_id' END
     FROM events WHERE global_position > :after ORDER BY global_position LIMIT :limit
     """
 )
@@ -66,8 +68,8 @@ def read_messages(store: EventStore, after: int, limit: int) -> list[OutgoingMes
 
 
 def _read(conn: Connection, after: int, limit: int) -> list[OutgoingMessage]:
-    sqlite = conn.dialect.name == "sqlite"
-    rows = conn.execute(_SQLITE if sqlite else _POSTGRES, {"after": after, "limit": limit}).all()
+    statement = _SQLITE if conn.dialect.name == "sqlite" else _POSTGRES
+    rows = fetch_raw(conn, statement, {"after": after, "limit": limit})
     headers = wire.headers
     return [
         # The tuple itself: `OutgoingMessage(...)` is a Python-level call per event.
@@ -85,9 +87,10 @@ def _read(conn: Connection, after: int, limit: int) -> list[OutgoingMessage]:
                     aggregate_type,
                     aggregate_id,
                     version,
-                    str(position),
+                    position_text,
                     occurred_at,
-                    metadata,
+                    correlation_id,
+                    causation_id,
                 ),
                 timestamp,
             ),
@@ -103,6 +106,8 @@ def _read(conn: Connection, after: int, limit: int) -> list[OutgoingMessage]:
             occurred_at,
             timestamp,
             payload,
-            metadata,
+            position_text,
+            correlation_id,
+            causation_id,
         ) in rows
     ]

@@ -42,6 +42,7 @@ H_CORRELATION = "es-correlation-id"
 H_CAUSATION = "es-causation-id"
 
 Headers = list[tuple[str, str | bytes]]
+_CONTENT = (H_CONTENT_TYPE, CONTENT_TYPE)
 
 
 def headers(  # noqa: PLR0917 - the header values, positional: one call per event relayed
@@ -53,13 +54,14 @@ def headers(  # noqa: PLR0917 - the header values, positional: one call per even
     version: str,
     position: str,
     occurred_at: str,
-    metadata: str,
+    correlation_id: str | None,
+    causation_id: str | None,
     /,
 ) -> Headers:
-    """The headers of an event's message, all as text (`occurred_at` in ISO 8601,
-    `metadata` the stored JSON); librdkafka writes text as UTF-8."""
+    """The headers of an event's message, all as text (`occurred_at` in ISO 8601);
+    librdkafka writes text as UTF-8."""
     out: Headers = [
-        (H_CONTENT_TYPE, CONTENT_TYPE),
+        _CONTENT,
         (H_TYPE, event_type),
         (H_SCHEMA, schema_version),
         (H_EVENT_ID, event_id),
@@ -69,12 +71,10 @@ def headers(  # noqa: PLR0917 - the header values, positional: one call per even
         (H_POSITION, position),
         (H_OCCURRED, occurred_at),
     ]
-    if len(metadata) > 2:  # not "{}"
-        meta = orjson.loads(metadata)
-        if meta.get("correlation_id"):
-            out.append((H_CORRELATION, meta["correlation_id"]))
-        if meta.get("causation_id"):
-            out.append((H_CAUSATION, meta["causation_id"]))
+    if correlation_id:
+        out.append((H_CORRELATION, correlation_id))
+    if causation_id:
+        out.append((H_CAUSATION, causation_id))
     return out
 
 
@@ -89,7 +89,7 @@ def encode(record: StoredEvent) -> tuple[bytes, bytes, Headers, int]:
         str(record.version),
         str(record.position),
         record.occurred_at.isoformat(timespec="microseconds"),
-        record.metadata,
+        *_metadata_ids(record.metadata),
     )
     encoded: Headers = [(name, str(value).encode()) for name, value in text]
     timestamp = int(record.occurred_at.timestamp() * 1000)
@@ -164,6 +164,13 @@ def decode(  # noqa: PLR0917 - the fields of one Kafka message
         payload=payload,
         metadata=orjson.dumps(meta).decode() if meta else "{}",
     )
+
+
+def _metadata_ids(metadata: str) -> tuple[str | None, str | None]:
+    if len(metadata) <= 2:  # "{}"
+        return None, None
+    meta = orjson.loads(metadata)
+    return meta.get("correlation_id"), meta.get("causation_id")
 
 
 def position_of(headers: list[tuple[str, bytes]] | None) -> int | None:

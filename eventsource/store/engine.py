@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from sqlalchemy import create_engine as sa_create_engine
 from sqlalchemy.dialects.postgresql import dml as pg_dml
 from sqlalchemy.dialects.sqlite import dml as sqlite_dml
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 
 from eventsource.errors import ConfigurationError
 
@@ -154,3 +155,20 @@ def take_commit_order_lock(connection: Connection) -> None:
 
 def _signed(value: int) -> int:
     return value - (1 << 64) if value >= (1 << 63) else value
+
+
+def fetch_raw(
+    conn: Connection, statement: Any, parameters: Mapping[str, Any] | None = None
+) -> Sequence[Sequence[Any]]:
+    """The driver's own tuples for `statement`: no `Row` objects, no result processing.
+
+    For the hot paths that read the log (rebuilds, relays), which know what
+    the two drivers return and convert it faster themselves.
+    """
+    result = conn.execute(statement, parameters)
+    try:
+        return result.cursor.fetchall() if result.cursor else []
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance(None, None, exc, conn.dialect.loaded_dbapi.Error) from exc
+    finally:
+        result.close()

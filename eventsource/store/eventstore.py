@@ -27,6 +27,7 @@ from eventsource.store import schema
 from eventsource.store.engine import (
     SqliteSync,
     create_engine,
+    fetch_raw,
     read_transaction,
     upsert_into,
     write_connection,
@@ -229,10 +230,10 @@ class EventStore:
     def _select(self, statement: Any, connection: Connection | None) -> list[StoredEvent]:
         try:
             if connection is not None:
-                rows = _fetch_raw(connection, statement)
+                rows = fetch_raw(connection, statement)
             else:
                 with read_transaction(self.engine) as conn:
-                    rows = _fetch_raw(conn, statement)
+                    rows = fetch_raw(conn, statement)
         except DBAPIError as exc:
             raise StoreError(f"read from {self!r} failed: {exc.orig}") from exc
         return [_record(row) for row in rows]
@@ -403,22 +404,6 @@ def _row(record: StoredEvent) -> dict[str, Any]:
         "payload": record.payload,
         "metadata": record.metadata,
     }
-
-
-def _fetch_raw(conn: Connection, statement: Any) -> Sequence[Sequence[Any]]:
-    """The driver's own tuples for `statement`: no `Row` objects, no result processing.
-
-    Reading the log is the hot path of relays and rebuilds; SQLAlchemy's
-    processing would parse each row's UUID and time in Python, which
-    `_record` does faster knowing what the two drivers return.
-    """
-    result = conn.execute(statement)
-    try:
-        return result.cursor.fetchall() if result.cursor else []
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise DBAPIError.instance(None, None, exc, conn.dialect.loaded_dbapi.Error) from exc
-    finally:
-        result.close()
 
 
 _new_tuple = tuple.__new__

@@ -40,7 +40,9 @@ _SQLITE = text(
                || substr(event_id, 13, 4) || '-' || substr(event_id, 17, 4) || '-'
                || substr(event_id, 21, 12),
            replace(occurred_at, ' ', 'T') || '+00:00',
-           unixepoch(occurred_at) * 1000 + CAST(substr(occurred_at, 21, 3) AS INTEGER),
+           -- whole seconds first: SQLite's date functions round .9995 s up
+           unixepoch(substr(occurred_at, 1, 19)) * 1000
+               + CAST(substr(occurred_at, 21, 3) AS INTEGER),
            payload, CAST(global_position AS TEXT) AS position_text,
            CASE WHEN length(metadata) > 2 THEN metadata ->> '$.correlation_id' END,
            CASE WHEN length(metadata) > 2 THEN metadata ->> '$.causation_id' END

@@ -20,12 +20,12 @@ headers  (UTF-8 strings)
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
 from eventsource.errors import DecodeError
-from eventsource.events.records import StoredEvent, stream_id_for
+from eventsource.events.records import StoredEvent
 from eventsource.events.uuids import parse_uuid
 
 CONTENT_TYPE = "application/json"
@@ -43,6 +43,9 @@ H_CAUSATION = "es-causation-id"
 
 Headers = list[tuple[str, str | bytes]]
 _CONTENT = (H_CONTENT_TYPE, CONTENT_TYPE)
+_new = tuple.__new__
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 def headers(  # noqa: PLR0917 - the header values, positional: one call per event relayed
@@ -92,7 +95,7 @@ def encode(record: StoredEvent) -> tuple[bytes, bytes, Headers, int]:
         *_metadata_ids(record.metadata),
     )
     encoded: Headers = [(name, str(value).encode()) for name, value in text]
-    timestamp = int(record.occurred_at.timestamp() * 1000)
+    timestamp = milliseconds(record.occurred_at)
     return record.aggregate_id.encode(), record.payload.encode(), encoded, timestamp
 
 
@@ -146,24 +149,38 @@ def decode(  # noqa: PLR0917 - the fields of one Kafka message
             partition=partition,
             offset=offset,
         )
-    meta: dict[str, str] = {}
-    if correlation:
-        meta["correlation_id"] = correlation.decode(errors="replace")
-    if causation:
-        meta["causation_id"] = causation.decode(errors="replace")
-    return StoredEvent(
-        position=position,
-        stream_id=stream_id_for(aggregate_type, aggregate_id),
-        aggregate_id=aggregate_id,
-        aggregate_type=aggregate_type,
-        version=version,
-        event_type=event_type,
-        schema_version=schema_version,
-        event_id=event_id,
-        occurred_at=occurred_at,
-        payload=payload,
-        metadata=orjson.dumps(meta).decode() if meta else "{}",
+    if correlation or causation:
+        meta: dict[str, str] = {}
+        if correlation:
+            meta["correlation_id"] = correlation.decode(errors="replace")
+        if causation:
+            meta["causation_id"] = causation.decode(errors="replace")
+        metadata = orjson.dumps(meta).decode()
+    else:
+        metadata = "{}"
+    # The tuple itself: `StoredEvent(...)` is a Python-level call per message.
+    return _new(
+        StoredEvent,
+        (
+            position,
+            f"{aggregate_type}:{aggregate_id}",  # stream_id_for, spelled out
+            aggregate_id,
+            aggregate_type,
+            version,
+            event_type,
+            schema_version,
+            event_id,
+            occurred_at,
+            payload,
+            metadata,
+        ),
     )
+
+
+def milliseconds(moment: datetime) -> int:
+    """Whole milliseconds since the Unix epoch, exactly (`timestamp() * 1000` is a
+    float that can land just below a whole millisecond)."""
+    return (moment - _EPOCH) // _MILLISECOND
 
 
 def _metadata_ids(metadata: str) -> tuple[str | None, str | None]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from uuid import uuid4
 
-from eventsource import Aggregate, Event, EventStore, Repository, caused_by, on
+from eventsource import Aggregate, Event, EventStore, Repository, StoredEvent, caused_by, on
 from eventsource.bus import wire
 from eventsource.bus.outbox import read_messages
 
@@ -62,5 +63,38 @@ def test_fast_read_keeps_microseconds_and_milliseconds_exact(store: EventStore) 
     occurred = datetime.fromisoformat(str(headers[wire.H_OCCURRED]))
     assert occurred == record.occurred_at
     assert occurred.utcoffset() == timedelta(0)
-    assert message.timestamp == int(record.occurred_at.timestamp() * 1000)
+    assert message.timestamp == wire.milliseconds(record.occurred_at)
     assert record.occurred_at.tzinfo in (UTC, UTC)
+
+
+def test_kafka_timestamps_are_whole_milliseconds_never_rounded_up(store: EventStore) -> None:
+    # SQLite's date functions round 19:30:01.9996 to 19:30:02: the timestamp
+    # must still say 19:30:01.999, as `wire.encode` does.
+    moments = [
+        datetime(2026, 11, 25, 19, 30, 1, micro, tzinfo=UTC)
+        for micro in (0, 999, 1000, 499_999, 500_000, 999_499, 999_500, 999_999)
+    ]
+    records = [
+        StoredEvent(
+            position=0,
+            stream_id=f"outbox_note:t-{i}",
+            aggregate_id=f"t-{i}",
+            aggregate_type="outbox_note",
+            version=1,
+            event_type=OutboxNoted.event_type,
+            schema_version=1,
+            event_id=uuid4(),
+            occurred_at=moment,
+            payload='{"text":"t"}',
+            metadata="{}",
+        )
+        for i, moment in enumerate(moments)
+    ]
+    store.append_records(records)
+    messages = read_messages(store, 0, 100)
+    assert [m.timestamp for m in messages] == [
+        (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+        for moment in moments
+    ]
+    stored = store.read_log(0, 100)
+    assert [m.timestamp for m in messages] == [wire.encode(r)[3] for r in stored]

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import orjson
-from sqlalchemy import Connection, and_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, select, update
 
 from eventsource.errors import ConfigurationError
 from eventsource.projections.tables import deadlines
@@ -132,19 +132,21 @@ def due(conn: Connection, owner: str, now: datetime, *, limit: int = 100) -> lis
     return [_deadline(row) for row in rows]
 
 
+def _still_pending(item: Deadline) -> ColumnElement[bool]:
+    return and_(
+        deadlines.c.owner == item.owner,
+        deadlines.c.name == item.name,
+        deadlines.c.key == item.key,
+        deadlines.c.status == PENDING,
+    )
+
+
 def claim(conn: Connection, item: Deadline, status: str = DONE) -> bool:
     """Mark a pending deadline done within the caller's transaction; False if
     another worker (or a cancellation) got there first."""
     result = conn.execute(
         update(deadlines)
-        .where(
-            and_(
-                deadlines.c.owner == item.owner,
-                deadlines.c.name == item.name,
-                deadlines.c.key == item.key,
-                deadlines.c.status == PENDING,
-            )
-        )
+        .where(_still_pending(item))
         .values(status=status, done_at=datetime.now(UTC), attempts=item.attempts + 1)
     )
     return result.rowcount == 1
@@ -161,14 +163,7 @@ def postpone(conn: Connection, item: Deadline, error: str, *, max_attempts: int)
     delay = timedelta(seconds=min(2**attempts, 300))
     conn.execute(
         update(deadlines)
-        .where(
-            and_(
-                deadlines.c.owner == item.owner,
-                deadlines.c.name == item.name,
-                deadlines.c.key == item.key,
-                deadlines.c.status == PENDING,
-            )
-        )
+        .where(_still_pending(item))
         .values(
             attempts=attempts,
             status=status,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, text
 
 from eventsource import EventStore, StoredEvent
 from eventsource.bus.admin import TopicAdmin
@@ -34,7 +34,7 @@ from eventsource.bus.kafka import KafkaLogConsumer
 from eventsource.bus.relay import Relay
 from eventsource.bus.sqllog import SqlLogConsumer
 from eventsource.projections.base import Consumer
-from eventsource.projections.tables import positions
+from eventsource.projections.positions import all_positions
 from eventsource.projections.wait import wait_for
 from tests.conftest import KAFKA_SERVERS, ROOT, unique
 
@@ -140,15 +140,8 @@ class Rig:
     def stored_positions(self, name: str) -> dict[tuple[str, int], tuple[int, int]]:
         """`(topic, partition) -> (offset, last_position)` stored for `name`."""
         with self.views.connect() as conn:
-            rows = conn.execute(
-                select(
-                    positions.c.topic,
-                    positions.c.partition,
-                    positions.c.offset,
-                    positions.c.last_position,
-                ).where(positions.c.projection == name)
-            ).all()
-        return {(r[0], r[1]): (int(r[2]), int(r[3])) for r in rows}
+            stored = all_positions(conn, name)
+        return {tp: (p.offset, p.last_position) for tp, p in stored.items()}
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of an `eventsource` process working on this rig."""

@@ -22,6 +22,7 @@ import orjson
 from sqlalchemy import Engine, func, select
 
 from eventsource import EventStore, Repository, StoredEvent
+from eventsource.projections.positions import all_positions
 from eventsource.projections.tables import positions, projections
 from tests.conftest import ROOT
 from tests.projections.apps import (
@@ -196,16 +197,11 @@ def stored_positions(engine: Engine, name: str) -> dict[tuple[str, int], tuple[i
     with engine.connect() as conn:
         if not engine.dialect.has_table(conn, positions.name):
             return {}
-        rows = conn.execute(
-            select(
-                positions.c.topic,
-                positions.c.partition,
-                positions.c.offset,
-                positions.c.last_position,
-                positions.c.revision,
-            ).where(positions.c.projection == name)
-        )
-        return {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
+        stored = all_positions(conn, name)
+    return {
+        (tp.topic, tp.partition): (p.offset, p.last_position, p.revision)
+        for tp, p in stored.items()
+    }
 
 
 def progress(engine: Engine, name: str) -> int:

@@ -24,7 +24,6 @@ Two benchmarks (see benchmarks/README.md):
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import random
@@ -33,8 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -43,9 +41,10 @@ import orjson
 import psycopg
 import sqlalchemy as sa
 from confluent_kafka import Consumer, KafkaError
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table, select
+from sqlalchemy import Column, Integer, MetaData, Table, select
 from sqlalchemy.engine import make_url
 
+from benchmarks.accounts import Deposited, totals, totals_projection
 from benchmarks.report import Table as ReportTable
 from benchmarks.report import (
     elapsed,
@@ -53,6 +52,7 @@ from benchmarks.report import (
     log,
     machine,
     percentile,
+    quiet_gc,
     rate,
     ratio,
     render,
@@ -97,12 +97,6 @@ QUICK = Plan(events=20_000, keys=2_000, runs=1, batch=1000, lag_rate=500, lag_se
 # -- the model ----------------------------------------------------------------------
 
 
-class BenchDeposited(Event):
-    event_type = "bench_projections.deposited"
-
-    amount: int
-
-
 class BenchMark(Event):
     """One event of the lag benchmark; `seq` numbers them in saving order."""
 
@@ -114,8 +108,8 @@ class BenchMark(Event):
 class BenchAccount(Aggregate, type_name="account"):
     total: int = 0
 
-    @on(BenchDeposited)
-    def _deposited(self, event: BenchDeposited) -> None:
+    @on(Deposited)
+    def _deposited(self, event: Deposited) -> None:
         self.total += event.amount
 
     @on(BenchMark)
@@ -123,37 +117,7 @@ class BenchAccount(Aggregate, type_name="account"):
         pass
 
 
-metadata = MetaData()
-totals = Table(
-    "bench_totals",
-    metadata,
-    Column("account", String(100), primary_key=True),
-    Column("events", Integer, nullable=False),
-    Column("total", BigInteger, nullable=False),
-)
-marks = Table("bench_marks", metadata, Column("seq", Integer, primary_key=True))
-
-
-def totals_projection(context: str) -> type[Projection]:
-    class BenchTotals(Projection):
-        name = "bench_totals"
-        topics = [f"{context}.account"]
-        rows = totals
-
-        @handles(BenchDeposited)
-        def _deposited(self, event: BenchDeposited, view: View) -> None:
-            row = view.get(self.rows, event.aggregate_id)
-            if row is None:
-                view.upsert(self.rows, account=event.aggregate_id, events=1, total=event.amount)
-            else:
-                view.upsert(
-                    self.rows,
-                    account=event.aggregate_id,
-                    events=row["events"] + 1,
-                    total=row["total"] + event.amount,
-                )
-
-    return BenchTotals
+marks = Table("bench_marks", MetaData(), Column("seq", Integer, primary_key=True))
 
 
 def marks_projection(context: str) -> type[Projection]:
@@ -215,7 +179,7 @@ def populate(store: EventStore, plan: Plan, seed: int = 1) -> dict[str, tuple[in
     for n in range(plan.events):
         account = rng.choice(accounts)
         amount = rng.randint(1, 1000)
-        account.trigger(BenchDeposited(amount=amount))
+        account.trigger(Deposited(amount=amount))
         events, total = expected.get(account.id, (0, 0))
         expected[account.id] = (events + 1, total + amount)
         touched[account.id] = account
@@ -250,7 +214,7 @@ def framework_fold(kafka: KafkaConfig, context: str, url: str, batch: int) -> fl
     engine = create_engine(url)
     cls = totals_projection(context)
     with engine.begin() as conn:
-        metadata.create_all(conn, tables=[totals])
+        totals.create(conn, checkfirst=True)
         conn.execute(totals.delete())
         for table in ("projection_positions", "projections"):
             if sa.inspect(conn).has_table(table):
@@ -336,17 +300,6 @@ def read_totals(url: str) -> dict[str, tuple[int, int]]:
     with psycopg.connect(libpq(url)) as conn:
         rows = conn.execute("SELECT account, events, total FROM bench_totals").fetchall()
     return {r[0]: (int(r[1]), int(r[2])) for r in rows}
-
-
-@contextmanager
-def quiet_gc() -> Iterator[None]:
-    """Collect the set-up's garbage and freeze what is alive before timing."""
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def fold_benchmark(plan: Plan, kafka: KafkaConfig, databases: Databases) -> dict[str, Any]:

@@ -34,8 +34,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,12 +43,21 @@ import orjson
 import psycopg
 import sqlalchemy as sa
 from confluent_kafka import Consumer, KafkaError
-from sqlalchemy import BigInteger, Column, MetaData, String, Table
 from sqlalchemy.engine import make_url
 
+from benchmarks.accounts import AGGREGATE, Deposited, totals_projection
 from benchmarks.report import Table as ReportTable
-from benchmarks.report import header_lines, log, machine, rate, ratio, render, verdict
-from eventsource import Event, EventStore, Projection, StoredEvent, View, handles
+from benchmarks.report import (
+    header_lines,
+    log,
+    machine,
+    quiet_gc,
+    rate,
+    ratio,
+    render,
+    verdict,
+)
+from eventsource import EventStore, StoredEvent
 from eventsource.bus.config import KafkaConfig
 from eventsource.bus.kafka import KafkaLogConsumer
 from eventsource.bus.relay import Relay
@@ -62,7 +69,6 @@ TARGET_RATIO = 0.6
 TARGET_SQLITE_SECONDS = 10.0  # for 1,000,000 events
 PARTITIONS = 6
 BACKENDS = ("embedded-sqlite", "kafka-postgres")
-AGGREGATE = "account"
 
 
 @dataclass(frozen=True)
@@ -79,44 +85,6 @@ QUICK = Plan(events=100_000, keys=1_000, runs=1, batch=5000, memory_small=25_000
 
 
 # -- the model ------------------------------------------------------------------------
-
-
-class BenchRebuildDeposited(Event):
-    event_type = "bench_rebuild.deposited"
-
-    amount: int
-
-
-metadata = MetaData()
-totals = Table(
-    "bench_rebuild_totals",
-    metadata,
-    Column("key", String(40), primary_key=True),
-    Column("count", BigInteger, nullable=False),
-    Column("total", BigInteger, nullable=False),
-)
-
-
-def totals_projection(context: str) -> type[Projection]:
-    class BenchRebuildTotals(Projection):
-        name = "bench_rebuild_totals"
-        topics = [f"{context}.{AGGREGATE}"]
-        rows = totals
-
-        @handles(BenchRebuildDeposited)
-        def _deposited(self, event: BenchRebuildDeposited, view: View) -> None:
-            row = view.get(self.rows, event.aggregate_id)
-            if row is None:
-                view.upsert(self.rows, key=event.aggregate_id, count=1, total=event.amount)
-            else:
-                view.upsert(
-                    self.rows,
-                    key=event.aggregate_id,
-                    count=row["count"] + 1,
-                    total=row["total"] + event.amount,
-                )
-
-    return BenchRebuildTotals
 
 
 def populate(store: EventStore, events: int, keys: int) -> dict[str, tuple[int, int]]:
@@ -141,7 +109,7 @@ def populate(store: EventStore, events: int, keys: int) -> dict[str, tuple[int, 
                 aggregate_id=key,
                 aggregate_type=AGGREGATE,
                 version=row[0],
-                event_type=BenchRebuildDeposited.event_type,
+                event_type=Deposited.event_type,
                 schema_version=1,
                 event_id=uuid.uuid4(),
                 occurred_at=started + timedelta(milliseconds=n),
@@ -153,17 +121,6 @@ def populate(store: EventStore, events: int, keys: int) -> dict[str, tuple[int, 
             store.append_records(batch)
             batch = []
     return {k: (v[0], v[1]) for k, v in expected.items()}
-
-
-@contextmanager
-def quiet_gc() -> Iterator[None]:
-    """Collect the set-up's garbage and freeze what is alive before timing."""
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 # -- the framework --------------------------------------------------------------------
@@ -202,12 +159,12 @@ def framework_kafka(context: str, kafka: KafkaConfig, views_url: str, batch: int
 # -- the hand-written loops -------------------------------------------------------------
 
 SQLITE_UPSERT = (
-    "INSERT INTO base_totals (key, count, total) VALUES (?, ?, ?)"
-    " ON CONFLICT (key) DO UPDATE SET count = excluded.count, total = excluded.total"
+    "INSERT INTO base_totals (account, events, total) VALUES (?, ?, ?)"
+    " ON CONFLICT (account) DO UPDATE SET events = excluded.events, total = excluded.total"
 )
 PG_UPSERT = (
-    "INSERT INTO base_totals (key, count, total) VALUES (%s, %s, %s)"
-    " ON CONFLICT (key) DO UPDATE SET count = excluded.count, total = excluded.total"
+    "INSERT INTO base_totals (account, events, total) VALUES (%s, %s, %s)"
+    " ON CONFLICT (account) DO UPDATE SET events = excluded.events, total = excluded.total"
 )
 PG_POSITIONS = (
     "INSERT INTO base_positions (topic, partition, next_offset, last_position)"
@@ -225,7 +182,7 @@ def baseline_sqlite(source_path: Path, views_path: Path, topic: str, batch: int)
     views.execute("DROP TABLE IF EXISTS base_totals")
     views.execute("DROP TABLE IF EXISTS base_positions")
     views.execute(
-        "CREATE TABLE base_totals (key VARCHAR(40) PRIMARY KEY, count BIGINT NOT NULL,"
+        "CREATE TABLE base_totals (account VARCHAR(100) PRIMARY KEY, events BIGINT NOT NULL,"
         " total BIGINT NOT NULL)"
     )
     views.execute(
@@ -238,7 +195,7 @@ def baseline_sqlite(source_path: Path, views_path: Path, topic: str, batch: int)
         "SELECT global_position, aggregate_id, event_type, payload FROM events"
         " WHERE aggregate_type = ? AND global_position > ? ORDER BY global_position LIMIT ?"
     )
-    wanted = BenchRebuildDeposited.event_type
+    wanted = Deposited.event_type
     state: dict[str, list[int]] = {}
     after = 0
     with quiet_gc():
@@ -278,7 +235,7 @@ def baseline_kafka(kafka: KafkaConfig, topic: str, views_url: str, batch: int) -
     with psycopg.connect(libpq(views_url), autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS base_totals, base_positions")
         conn.execute(
-            "CREATE TABLE base_totals (key varchar(40) PRIMARY KEY, count bigint NOT NULL,"
+            "CREATE TABLE base_totals (account varchar(100) PRIMARY KEY, events bigint NOT NULL,"
             " total bigint NOT NULL)"
         )
         conn.execute(
@@ -342,7 +299,7 @@ def read_view(engine_url: str, table: str) -> dict[str, tuple[int, int]]:
     engine = sa.create_engine(engine_url.replace("postgresql://", "postgresql+psycopg://"))
     try:
         with engine.connect() as conn:
-            rows = conn.execute(sa.text(f"SELECT key, count, total FROM {table}")).all()
+            rows = conn.execute(sa.text(f"SELECT account, events, total FROM {table}")).all()
     finally:
         engine.dispose()
     return {r[0]: (int(r[1]), int(r[2])) for r in rows}
@@ -461,7 +418,7 @@ def bench_sqlite(plan: Plan, directory: Path) -> dict[str, Any]:
         lambda: framework_sqlite(context, source_url, views_url, plan.batch),
         lambda: baseline_sqlite(source_path, views_path, topic, plan.batch),
     )
-    assert read_view(views_url, "bench_rebuild_totals") == expected, "framework view is wrong"
+    assert read_view(views_url, "bench_totals") == expected, "framework view is wrong"
     assert read_view(views_url, "base_totals") == expected, "baseline view is wrong"
     result = summarise(plan, samples)
     result["memory"] = sqlite_memory(plan, directory, context)
@@ -526,7 +483,7 @@ def bench_kafka(plan: Plan, database_url: str, servers: str) -> dict[str, Any]:
             lambda: framework_kafka(context, kafka, views_url, plan.batch),
             lambda: baseline_kafka(kafka, topic, views_url, plan.batch),
         )
-        assert read_view(views_url, "bench_rebuild_totals") == expected, "framework view is wrong"
+        assert read_view(views_url, "bench_totals") == expected, "framework view is wrong"
         assert read_view(views_url, "base_totals") == expected, "baseline view is wrong"
         result.update(summarise(plan, samples))
         memory = []

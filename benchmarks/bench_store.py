@@ -20,13 +20,11 @@ disk traffic hits all of them alike.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import Any, TypeVar
@@ -51,6 +49,7 @@ from benchmarks.report import (
     median,
     millis,
     percentile,
+    quiet_gc,
     rate,
     ratio,
     render,
@@ -81,23 +80,6 @@ class Plan:
 
 DEFAULT = Plan(events=20_000, runs=5, batch=100, saves=1_000, gets=100, page=1000)
 QUICK = Plan(events=2_000, runs=3, batch=100, saves=300, gets=30, page=1000, replays=1)
-
-
-@contextmanager
-def quiet_gc() -> Iterator[None]:
-    """Time with the garbage collector on, but blind to the prepared test data.
-
-    Garbage from the set-up is collected first; everything alive then (test
-    data, earlier results) is frozen, so a collection that one contender's
-    allocations trigger does not walk the harness's own objects and charge
-    that to whoever happened to be running.
-    """
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def each(action: Callable[[T], object], items: list[T]) -> Callable[[], None]:

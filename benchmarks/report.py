@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import sqlite3
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Literal
@@ -24,6 +27,23 @@ def elapsed() -> float:
 def log(message: str) -> None:
     """A progress line on stderr, with the seconds since the benchmark started."""
     print(f"{time.perf_counter() - _STARTED:6.1f}s {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def quiet_gc() -> Iterator[None]:
+    """Time with the garbage collector on, but blind to the prepared test data.
+
+    Garbage from the set-up is collected first; everything alive then (test
+    data, earlier results) is frozen, so a collection that one contender's
+    allocations trigger does not walk the harness's own objects and charge
+    that to whoever happened to be running.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def turns(names: tuple[str, ...], n: int) -> list[str]:

@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from eventsource.errors import DecodeError
-from eventsource.events.records import StoredEvent
+from eventsource.events.records import StoredEvent, stream_id_for
 from eventsource.events.uuids import parse_uuid
 
 CONTENT_TYPE = "application/json"
@@ -163,7 +163,7 @@ def decode(  # noqa: PLR0917 - the fields of one Kafka message
         StoredEvent,
         (
             position,
-            f"{aggregate_type}:{aggregate_id}",  # stream_id_for, spelled out
+            stream_id_for(aggregate_type, aggregate_id),
             aggregate_id,
             aggregate_type,
             version,

@@ -86,9 +86,7 @@ class EventCodec:
 
     def _decode(self, record: StoredEvent) -> Event:
         # 1. Refuse oversized input before any parser sees it (the limit is in UTF-8 bytes).
-        payload: str | bytes = record.payload
-        text = record.payload
-        size = len(text) if text.isascii() else _utf8_size(text)
+        size = _utf8_size(record.payload)
         if size > self.max_event_bytes:
             raise self._error(
                 record,
@@ -104,6 +102,7 @@ class EventCodec:
                 version=record.version,
             )
         # 3. Bring older payloads up to the class's schema; never rewrite the row.
+        payload: str | bytes = record.payload
         if record.schema_version != cls.schema_version:
             payload = self._upcast(record, cls)
         # 4. Validate the payload with the class's own JSON rules (its validator
@@ -117,7 +116,7 @@ class EventCodec:
         metadata = record.metadata
         last_text, ids = self._last_metadata
         if metadata != last_text:
-            ids = (None, None) if metadata in ("", "{}") else _decode_metadata(metadata)
+            ids = _decode_metadata(metadata)
             self._last_metadata = (metadata, ids)
         correlation_id, causation_id = ids
         fields = event.__dict__

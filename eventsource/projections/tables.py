@@ -17,8 +17,9 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    text,
 )
+
+from eventsource.store.engine import take_named_lock
 
 metadata = MetaData()
 
@@ -103,9 +104,5 @@ def create_missing(conn: Connection, tables: Iterable[Table]) -> None:
     wait and then find the table.
     """
     for table in tables:
-        if conn.dialect.name == "postgresql":
-            conn.execute(
-                text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-                {"key": f"eventsource.create:{table.name}"},
-            )
+        take_named_lock(conn, f"eventsource.create:{table.name}")
         table.create(conn, checkfirst=True)

@@ -29,6 +29,7 @@ from sqlalchemy import (
     DateTime,
     Enum,
     Executable,
+    Insert,
     Integer,
     Numeric,
     Result,
@@ -46,7 +47,7 @@ from sqlalchemy import (
 )
 
 from eventsource.errors import ConfigurationError
-from eventsource.store.engine import upsert_into
+from eventsource.store.engine import take_named_lock, upsert_into
 
 Key = tuple[Any, ...]
 Row = dict[str, Any]
@@ -318,10 +319,7 @@ class View:
             # Another worker may be about to insert this very row: FOR UPDATE
             # cannot lock a row that does not exist yet, so take a lock on the
             # key itself first (held to the end of the batch's transaction).
-            conn.execute(
-                text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-                {"key": f"eventsource.view:{state.physical.name}:{k!r}"},
-            )
+            take_named_lock(conn, f"eventsource.view:{state.physical.name}:{k!r}")
             query = query.with_for_update()
         found = conn.execute(query).mappings().first()
         row = dict(found) if found is not None else None
@@ -387,13 +385,21 @@ def _upsert(
         if driver is not None:
             conn.exec_driver_sql(driver.sql, _driver_rows(driver, rows))
             return
+    conn.execute(_upsert_statement(conn, state, columns), rows)
+
+
+def _upsert_statement(
+    conn: Connection, state: _TableState, columns: tuple[str, ...], *, bind: bool = False
+) -> Insert:
+    """`INSERT ... ON CONFLICT` of `columns`, updating those outside the key;
+    `bind` names a parameter per column (for compiling it once)."""
     statement = upsert_into(conn, state.physical)
+    if bind:
+        statement = statement.values({name: bindparam(name) for name in columns})
     updates = {name: statement.excluded[name] for name in columns if name not in state.key_names}
     if updates:
-        statement = statement.on_conflict_do_update(index_elements=state.key_columns, set_=updates)
-    else:
-        statement = statement.on_conflict_do_nothing(index_elements=state.key_columns)
-    conn.execute(statement, rows)
+        return statement.on_conflict_do_update(index_elements=state.key_columns, set_=updates)
+    return statement.on_conflict_do_nothing(index_elements=state.key_columns)
 
 
 def _driver_upsert(
@@ -409,17 +415,7 @@ def _driver_upsert(
     table = state.physical
     driver: _DriverUpsert | None = None
     if not _fills_in(table, columns):
-        statement = upsert_into(conn, table).values({name: bindparam(name) for name in columns})
-        updates = {
-            name: statement.excluded[name] for name in columns if name not in state.key_names
-        }
-        if updates:
-            statement = statement.on_conflict_do_update(
-                index_elements=state.key_columns, set_=updates
-            )
-        else:
-            statement = statement.on_conflict_do_nothing(index_elements=state.key_columns)
-        compiled = statement.compile(dialect=conn.dialect)
+        compiled = _upsert_statement(conn, state, columns, bind=True).compile(dialect=conn.dialect)
         order = list(compiled.positiontup or ())
         if sorted(order) == sorted(columns):
             driver = _DriverUpsert(

@@ -153,6 +153,15 @@ def take_commit_order_lock(connection: Connection) -> None:
         )
 
 
+def take_named_lock(connection: Connection, name: str) -> None:
+    """Hold a lock called `name` until this transaction ends (PostgreSQL;
+    SQLite's writers are serialised already)."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:name, 0))"), {"name": name}
+        )
+
+
 def _signed(value: int) -> int:
     return value - (1 << 64) if value >= (1 << 63) else value
 

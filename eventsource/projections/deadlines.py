@@ -103,14 +103,7 @@ def schedule(
 def cancel(conn: Connection, *, owner: str, name: str, key: str) -> None:
     conn.execute(
         update(deadlines)
-        .where(
-            and_(
-                deadlines.c.owner == owner,
-                deadlines.c.name == name,
-                deadlines.c.key == key,
-                deadlines.c.status == PENDING,
-            )
-        )
+        .where(_still_pending(owner, name, key))
         .values(status=CANCELLED, done_at=datetime.now(UTC))
     )
 
@@ -132,11 +125,11 @@ def due(conn: Connection, owner: str, now: datetime, *, limit: int = 100) -> lis
     return [_deadline(row) for row in rows]
 
 
-def _still_pending(item: Deadline) -> ColumnElement[bool]:
+def _still_pending(owner: str, name: str, key: str) -> ColumnElement[bool]:
     return and_(
-        deadlines.c.owner == item.owner,
-        deadlines.c.name == item.name,
-        deadlines.c.key == item.key,
+        deadlines.c.owner == owner,
+        deadlines.c.name == name,
+        deadlines.c.key == key,
         deadlines.c.status == PENDING,
     )
 
@@ -146,7 +139,7 @@ def claim(conn: Connection, item: Deadline, status: str = DONE) -> bool:
     another worker (or a cancellation) got there first."""
     result = conn.execute(
         update(deadlines)
-        .where(_still_pending(item))
+        .where(_still_pending(item.owner, item.name, item.key))
         .values(status=status, done_at=datetime.now(UTC), attempts=item.attempts + 1)
     )
     return result.rowcount == 1
@@ -163,7 +156,7 @@ def postpone(conn: Connection, item: Deadline, error: str, *, max_attempts: int)
     delay = timedelta(seconds=min(2**attempts, 300))
     conn.execute(
         update(deadlines)
-        .where(_still_pending(item))
+        .where(_still_pending(item.owner, item.name, item.key))
         .values(
             attempts=attempts,
             status=status,

@@ -190,9 +190,20 @@ def _encode_metadata(event: Event) -> str:
     return orjson.dumps(meta, default=str).decode()
 
 
+_CORRELATION = '{"correlation_id":"'
+_THEN_CAUSATION = '","causation_id":"'
+
+
 def _decode_metadata(text: str) -> tuple[UUID | None, UUID | None]:
     if text in ("", "{}"):
         return None, None
+    # The two shapes `_encode_metadata` writes, sliced rather than parsed:
+    # {"correlation_id":"<36>"} and {"correlation_id":"<36>","causation_id":"<36>"}.
+    if text.startswith(_CORRELATION) and text.endswith('"}') and "\\" not in text:
+        if len(text) == 57:
+            return parse_uuid(text[19:55]), None
+        if len(text) == 111 and text[55:73] == _THEN_CAUSATION:
+            return parse_uuid(text[19:55]), parse_uuid(text[73:109])
     meta = orjson.loads(text)
     if not isinstance(meta, dict):
         raise ValueError("metadata is not a JSON object")

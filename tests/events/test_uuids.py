@@ -1,12 +1,16 @@
-"""`parse_uuid` takes and refuses exactly what `UUID()` does."""
+"""`parse_uuid` takes and refuses exactly what `UUID()` does; the metadata column
+reads as a JSON parser would read it."""
 
 from __future__ import annotations
 
+import json
 import uuid
 
+import orjson
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from eventsource.events.codec import _decode_metadata
 from eventsource.events.uuids import parse_uuid, uuid_from_hex
 
 HEX = "0123456789abcdefABCDEF"
@@ -52,3 +56,48 @@ def test_parse_uuid_agrees_with_the_standard_library(text: str) -> None:
 @given(st.uuids())
 def test_uuid_from_hex_round_trips(value: uuid.UUID) -> None:
     assert uuid_from_hex(value.hex) == value
+
+
+def metadata_outcome(text: str) -> object:
+    """What reading the metadata column with a JSON parser gives."""
+    try:
+        meta = json.loads(text) if text else {}
+        if not isinstance(meta, dict):
+            return ValueError
+        correlation, causation = meta.get("correlation_id"), meta.get("causation_id")
+        return (
+            uuid.UUID(correlation) if correlation is not None else None,
+            uuid.UUID(causation) if causation is not None else None,
+        )
+    except (ValueError, TypeError, AttributeError) as exc:
+        return ValueError if isinstance(exc, json.JSONDecodeError) else type(exc)
+
+
+def metadata_read(text: str) -> object:
+    try:
+        return _decode_metadata(text)
+    except (ValueError, TypeError, AttributeError) as exc:
+        return ValueError if isinstance(exc, orjson.JSONDecodeError) else type(exc)
+
+
+ID_TEXT = (
+    st.uuids().map(str)
+    | st.uuids().map(lambda u: str(u).upper())
+    | st.text(alphabet=HEX + '-+_ \\"', min_size=34, max_size=38)
+)
+
+
+@given(
+    st.builds(lambda c: json.dumps({"correlation_id": c}, separators=(",", ":")), ID_TEXT)
+    | st.builds(
+        lambda c, k: json.dumps({"correlation_id": c, "causation_id": k}, separators=(",", ":")),
+        ID_TEXT,
+        ID_TEXT,
+    )
+    | st.builds(lambda k: json.dumps({"causation_id": k}, separators=(",", ":")), ID_TEXT)
+    | st.builds(lambda c: json.dumps({"correlation_id": c}), ID_TEXT)
+    | st.sampled_from(["", "{}", "[]", "null"])
+)
+@example('{"correlation_id":"\\u0030' + "0" * 31 + '-0000-0000-0000"}')
+def test_the_metadata_column_reads_as_a_json_parser_reads_it(text: str) -> None:
+    assert metadata_read(text) == metadata_outcome(text)

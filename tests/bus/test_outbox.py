@@ -25,8 +25,9 @@ class OutboxNote(Aggregate, type_name="outbox_note"):
 
 def test_fast_read_equals_wire_encode_of_the_stored_record(store: EventStore) -> None:
     notes = Repository(store, OutboxNote)
-    first = OutboxNote("n-1")
-    first.trigger(OutboxNoted(text='héllo "quoted" ✓'))
+    # Everything JSON escapes on the way through the database and back.
+    first = OutboxNote('n-"1"\\')
+    first.trigger(OutboxNoted(text='héllo "quoted" ✓ \\ / \n\t\x01\x7f 😀 \u2028'))
     notes.save(first)
     cause = store.read_events()[0]
     with caused_by(cause):

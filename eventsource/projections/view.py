@@ -1,6 +1,6 @@
 """`View`: what projection handlers write through.
 
-Handlers upsert, update, delete and get rows by primary key. Nothing touches
+Handlers upsert, increment, update, delete and get rows by primary key. Nothing touches
 the database row by row: within a batch the changes are folded in memory
 (ten events on one row become one write), and `flush` writes them with one
 bulk statement per table and column set, in the batch's transaction.
@@ -42,6 +42,8 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    func,
+    literal_column,
     select,
     text,
 )
@@ -77,17 +79,26 @@ class _TableState:
     defaults: Row
     names: frozenset[str] = frozenset()
     key_names: tuple[str, ...] = ()
+    key_names_set: frozenset[str] = frozenset()
     width: int = 0  # columns of the table
     # Bulk upserts by column set (None: not possible for those columns):
     # PostgreSQL's unnest statement, SQLite's SQL with its bind processors.
-    unnest: dict[tuple[str, ...], TextClause | None] = field(default_factory=dict)
-    driver: dict[tuple[str, ...], _DriverUpsert | None] = field(default_factory=dict)
+    # Keyed by (columns, additive): an additive upsert adds to the stored values.
+    unnest: dict[tuple[tuple[str, ...], bool], TextClause | None] = field(default_factory=dict)
+    driver: dict[tuple[tuple[str, ...], bool], _DriverUpsert | None] = field(default_factory=dict)
     cache: dict[Key, Row | None] = field(default_factory=dict)
     complete: bool = False
-    # The batch in progress: rows fully known (None = deleted), and blind
-    # upserts of rows whose current state was never read.
+    # The batch in progress: rows fully known (None = deleted), blind
+    # upserts of rows whose current state was never read, and blind
+    # increments (column -> amount to add) of such rows.
     known: dict[Key, Row | None] = field(default_factory=dict)
     partial: dict[Key, Row] = field(default_factory=dict)
+    deltas: dict[Key, Row] = field(default_factory=dict)
+
+    def forget_batch(self) -> None:
+        self.known.clear()
+        self.partial.clear()
+        self.deltas.clear()
 
 
 class View:
@@ -118,6 +129,7 @@ class View:
                 defaults=_scalar_defaults(target),
                 names=frozenset(target.c.keys()),
                 key_names=tuple(c.name for c in target.primary_key.columns),
+                key_names_set=frozenset(c.name for c in target.primary_key.columns),
                 width=len(target.c),
             )
 
@@ -129,8 +141,7 @@ class View:
         if self.shared:
             self.clear_cache()
         for state in self._states.values():
-            state.known.clear()
-            state.partial.clear()
+            state.forget_batch()
 
     def flush(self) -> None:
         """Write the batch's changes in bulk (inside the batch's transaction)."""
@@ -146,19 +157,17 @@ class View:
                 cache.pop(key, None)  # moved to the end: the most recently used
             cache.update(state.known)
             self._evict(state)
-            for key in state.partial:
-                # A blind upsert's full row is unknown: forget any stale copy.
+            for key in (*state.partial, *state.deltas):
+                # A blind write's full row is unknown: forget any stale copy.
                 state.cache.pop(key, None)
                 state.complete = False
-            state.known.clear()
-            state.partial.clear()
+            state.forget_batch()
         self._conn = None
 
     def rollback(self) -> None:
         """The batch failed: forget its changes (the cache still holds committed rows)."""
         for state in self._states.values():
-            state.known.clear()
-            state.partial.clear()
+            state.forget_batch()
         if self._ran_sql:
             self.clear_cache()
         self._conn = None
@@ -193,6 +202,10 @@ class View:
             merged = {**(current or state.defaults), **state.partial.pop(k)}
             state.known[k] = merged
             return dict(merged)
+        if k in state.deltas:
+            merged = _added(state, k, current, state.deltas.pop(k))
+            state.known[k] = merged
+            return dict(merged)
         return dict(current) if current is not None else None
 
     def upsert(self, table: Table, values: Mapping[str, Any] | None = None, /, **kw: Any) -> None:
@@ -216,8 +229,50 @@ class View:
         elif k in state.cache or state.complete:
             cached = state.cache.get(k)
             state.known[k] = {**(cached if cached is not None else state.defaults), **row}
+        elif k in state.deltas:
+            current = _added(state, k, self._load(state, k), state.deltas.pop(k))
+            state.known[k] = {**current, **row}
         else:
             state.partial[k] = row
+
+    def increment(self, table: Table, key: Any, /, **amounts: Any) -> None:
+        """Add `amounts` to columns of the row with primary key `key` (a NULL
+        counts as 0), inserting the row with those amounts if it is absent.
+
+        Needs no read: counters, sums and balances of rows the view has never
+        seen are written as one additive bulk upsert per batch.
+        """
+        state = self._states.get(id(table)) or self._state(table)
+        k = (key,) if type(key) in _SCALARS and len(state.key_names) == 1 else self._key(state, key)
+        if not state.names.issuperset(amounts) or not state.key_names_set.isdisjoint(amounts):
+            self._check_columns(state, amounts)
+            raise ConfigurationError(
+                f"increment of {state.logical.name!r} cannot change its key column(s)"
+                f" {[name for name in amounts if name in state.key_names_set]}"
+            )
+        if not amounts:
+            return
+        if k in state.partial:
+            self.get(table, k)  # a blind upsert and an increment: read the row once
+        if k in state.known:
+            current = state.known[k]
+            if current is not None and not current.keys() >= amounts.keys():
+                # Inserted in this batch without the column: the database
+                # fills it in. Write the batch so far; the row is unknown now.
+                self._write_out()
+                state.deltas[k] = dict(amounts)
+                return
+        elif k in state.cache or state.complete:
+            current = self._load(state, k)
+        else:
+            pending = state.deltas.get(k)
+            if pending is None:
+                state.deltas[k] = amounts
+            else:
+                for name, amount in amounts.items():
+                    pending[name] = pending.get(name, 0) + amount
+            return
+        state.known[k] = _added(state, k, current, amounts)
 
     def update(
         self, table: Table, key: Any, values: Mapping[str, Any] | None = None, /, **kw: Any
@@ -227,6 +282,8 @@ class View:
         k = self._key(state, key)
         changes = {**(values or {}), **kw}
         self._check_columns(state, changes)
+        if k in state.deltas:
+            self.get(table, k)
         if k in state.partial:
             state.partial[k].update(changes)
             return True
@@ -241,6 +298,7 @@ class View:
         state = self._state(table)
         k = self._key(state, key)
         state.partial.pop(k, None)
+        state.deltas.pop(k, None)
         state.known[k] = _ABSENT
 
     def execute(self, statement: Executable) -> Result[Any]:
@@ -250,11 +308,7 @@ class View:
         since the statement may change rows behind it. Statements name the
         tables as declared; during a rebuild use `physical(table)` instead.
         """
-        conn = self._require_connection()
-        self.flush()
-        self._absorb_flushed()
-        self.clear_cache()
-        self._ran_sql = True
+        conn = self._write_out()
         return conn.execute(statement)
 
     def physical(self, table: Table) -> Table:
@@ -341,10 +395,26 @@ class View:
                 del cache[old]
             state.complete = False
 
-    def _absorb_flushed(self) -> None:
+    def _write_out(self) -> Connection:
+        """Write the batch so far and forget every row (the slow path)."""
+        conn = self._require_connection()
+        self.flush()
         for state in self._states.values():
-            state.known.clear()
-            state.partial.clear()
+            state.forget_batch()
+        self.clear_cache()
+        self._ran_sql = True
+        return conn
+
+
+def _added(state: _TableState, k: Key, current: Row | None, amounts: Row) -> Row:
+    """The row `current` (None: absent) after an increment, as SQL computes it."""
+    if current is None:
+        return {**state.defaults, **dict(zip(state.key_names, k, strict=True)), **amounts}
+    row = dict(current)
+    for name, amount in amounts.items():
+        value = row.get(name)
+        row[name] = amount if value is None else value + amount
+    return row
 
 
 def _flush_table(conn: Connection, state: _TableState) -> None:
@@ -361,6 +431,15 @@ def _flush_table(conn: Connection, state: _TableState) -> None:
         _delete(conn, state, deletes)
     for columns, rows in groups.items():
         _upsert(conn, state, columns, rows)
+    # Increments last: they add to the rows as the upserts above left them.
+    added: dict[tuple[str, ...], list[Row]] = {}
+    key_names = state.key_names
+    for k, amounts in state.deltas.items():
+        row = dict(zip(key_names, k, strict=True))
+        row.update(amounts)
+        added.setdefault(tuple(row), []).append(row)
+    for columns, rows in added.items():
+        _upsert(conn, state, columns, rows, add=True)
 
 
 def _delete(conn: Connection, state: _TableState, keys: Iterable[Key]) -> None:
@@ -372,50 +451,71 @@ def _delete(conn: Connection, state: _TableState, keys: Iterable[Key]) -> None:
 
 
 def _upsert(
-    conn: Connection, state: _TableState, columns: tuple[str, ...], rows: list[Row]
+    conn: Connection,
+    state: _TableState,
+    columns: tuple[str, ...],
+    rows: list[Row],
+    *,
+    add: bool = False,
 ) -> None:
     if conn.dialect.name == "postgresql" and len(rows) > 1:
-        bulk = _unnest_statement(conn, state, columns)
+        bulk = _unnest_statement(conn, state, columns, add)
         arrays = {f"c{i}": [row[name] for row in rows] for i, name in enumerate(columns)}
         if bulk is not None and all(_one_type(values) for values in arrays.values()):
             conn.execute(bulk, arrays)
             return
     elif conn.dialect.name == "sqlite":
-        driver = _driver_upsert(conn, state, columns)
+        driver = _driver_upsert(conn, state, columns, add)
         if driver is not None:
             conn.exec_driver_sql(driver.sql, _driver_rows(driver, rows))
             return
-    conn.execute(_upsert_statement(conn, state, columns), rows)
+    conn.execute(_upsert_statement(conn, state, columns, add=add), rows)
 
 
 def _upsert_statement(
-    conn: Connection, state: _TableState, columns: tuple[str, ...], *, bind: bool = False
+    conn: Connection,
+    state: _TableState,
+    columns: tuple[str, ...],
+    *,
+    bind: bool = False,
+    add: bool = False,
 ) -> Insert:
-    """`INSERT ... ON CONFLICT` of `columns`, updating those outside the key;
-    `bind` names a parameter per column (for compiling it once)."""
+    """`INSERT ... ON CONFLICT` of `columns`, updating those outside the key
+    (with `add`, adding to them); `bind` names a parameter per column (for
+    compiling it once)."""
     statement = upsert_into(conn, state.physical)
     if bind:
         statement = statement.values({name: bindparam(name) for name in columns})
-    updates = {name: statement.excluded[name] for name in columns if name not in state.key_names}
+    table = state.physical
+    updates = {
+        # A literal 0, not a parameter: the driver statement binds only columns.
+        name: func.coalesce(table.c[name], literal_column("0")) + statement.excluded[name]
+        if add
+        else statement.excluded[name]
+        for name in columns
+        if name not in state.key_names
+    }
     if updates:
         return statement.on_conflict_do_update(index_elements=state.key_columns, set_=updates)
     return statement.on_conflict_do_nothing(index_elements=state.key_columns)
 
 
 def _driver_upsert(
-    conn: Connection, state: _TableState, columns: tuple[str, ...]
+    conn: Connection, state: _TableState, columns: tuple[str, ...], add: bool
 ) -> _DriverUpsert | None:
     """The upsert for a column set as driver SQL (SQLite's `executemany`).
 
     SQLAlchemy's own `executemany` builds every row's parameters in Python,
     which costs more than SQLite's insert itself.
     """
-    if columns in state.driver:
-        return state.driver[columns]
+    if (columns, add) in state.driver:
+        return state.driver[columns, add]
     table = state.physical
     driver: _DriverUpsert | None = None
     if not _fills_in(table, columns):
-        compiled = _upsert_statement(conn, state, columns, bind=True).compile(dialect=conn.dialect)
+        compiled = _upsert_statement(conn, state, columns, bind=True, add=add).compile(
+            dialect=conn.dialect
+        )
         order = list(compiled.positiontup or ())
         if sorted(order) == sorted(columns):
             driver = _DriverUpsert(
@@ -426,7 +526,7 @@ def _driver_upsert(
                     for name in order
                 ),
             )
-    state.driver[columns] = driver
+    state.driver[columns, add] = driver
     return driver
 
 
@@ -458,14 +558,14 @@ _ARRAY_TYPES = (String, Integer, Numeric, Boolean, DateTime, Date, Time, Uuid)
 
 
 def _unnest_statement(
-    conn: Connection, state: _TableState, columns: tuple[str, ...]
+    conn: Connection, state: _TableState, columns: tuple[str, ...], add: bool
 ) -> TextClause | None:
     """One `INSERT ... SELECT FROM unnest(arrays) ON CONFLICT` for a column set.
 
     Several times faster than `executemany`, which sends one statement per row.
     """
-    if columns in state.unnest:
-        return state.unnest[columns]
+    if (columns, add) in state.unnest:
+        return state.unnest[columns, add]
     table = state.physical
     simple = all(
         isinstance(c.type, _ARRAY_TYPES) and not isinstance(c.type, TypeDecorator | Enum)
@@ -481,17 +581,22 @@ def _unnest_statement(
         )
         keys = ", ".join(quote(name) for name in state.key_names)
         updates = [quote(name) for name in columns if name not in state.key_names]
+        name = conn.dialect.identifier_preparer.format_table(table)
         action = (
-            "DO UPDATE SET " + ", ".join(f"{q} = excluded.{q}" for q in updates)
+            "DO UPDATE SET "
+            + ", ".join(
+                f"{q} = coalesce(_target.{q}, 0) + excluded.{q}" if add else f"{q} = excluded.{q}"
+                for q in updates
+            )
             if updates
             else "DO NOTHING"
         )
         statement = text(
-            f"INSERT INTO {conn.dialect.identifier_preparer.format_table(table)}"
+            f"INSERT INTO {name} AS _target"
             f" ({', '.join(quote(name) for name in columns)})"
             f" SELECT * FROM unnest({arrays}) ON CONFLICT ({keys}) {action}"
         )
-    state.unnest[columns] = statement
+    state.unnest[columns, add] = statement
     return statement
 
 

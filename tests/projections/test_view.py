@@ -30,6 +30,7 @@ from sqlalchemy import (
     Table,
     Text,
     Uuid,
+    event,
     func,
     select,
     text,
@@ -410,3 +411,133 @@ def test_bulk_writes_keep_every_value_of_every_type(view: View, engine: Engine) 
         if row["at"] is not None and row["at"].tzinfo is None:  # SQLite keeps no zone
             row["at"] = row["at"].replace(tzinfo=UTC)
     assert stored == written
+
+
+# -- increment ------------------------------------------------------------------------
+
+
+def selects_during(engine: Engine, work: Callable[[], None]) -> list[str]:
+    """The SELECT statements `work` sent to the database."""
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        statement: str = args[2]
+        if statement.lstrip().upper().startswith("SELECT"):
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        work()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_increment_adds_to_rows_it_never_read_without_reading_them(
+    view: View, engine: Engine
+) -> None:
+    with batch(View([items]), engine) as earlier:
+        earlier.upsert(items, sku="a", name="apple", quantity=5)
+        earlier.upsert(items, sku="n", name="no price")  # price NULL: counts as 0
+
+    def increments() -> None:
+        with batch(view, engine):
+            for sku in ("a", "b", "a", "n"):
+                view.increment(items, sku, quantity=2, price=1)
+            for i in range(50):  # a bulk statement, not one per row
+                view.increment(items, f"k{i:02d}", quantity=i)
+
+    assert selects_during(engine, increments) == []
+    assert rows(engine, items)[:3] == [
+        {"sku": "a", "name": "apple", "quantity": 9, "price": 2},
+        {"sku": "b", "name": None, "quantity": 2, "price": 1},
+        {"sku": "k00", "name": None, "quantity": 0, "price": None},
+    ]
+    found = {r["sku"]: r for r in rows(engine, items)}
+    assert found["k49"]["quantity"] == 49
+    assert found["n"] == {"sku": "n", "name": "no price", "quantity": 2, "price": 1}
+    # Again, in a later batch: still added to what is stored.
+    assert selects_during(engine, increments) == []
+    assert {r["sku"]: r["quantity"] for r in rows(engine, items)}["a"] == 13
+
+
+def test_increment_meets_gets_upserts_updates_and_deletes_of_the_same_row(
+    view: View, engine: Engine
+) -> None:
+    with batch(view, engine):
+        view.upsert(items, sku="a", name="apple", quantity=1)
+        view.upsert(items, sku="d", name="doomed", quantity=1)
+    with batch(View([items]), engine) as fresh:  # knows none of the rows
+        fresh.increment(items, "a", quantity=2)
+        assert fresh.get(items, "a") == {"sku": "a", "name": "apple", "quantity": 3, "price": None}
+        fresh.increment(items, "a", quantity=10)
+        assert fresh.get(items, "a")["quantity"] == 13  # type: ignore[index]
+        fresh.increment(items, "b", quantity=4)
+        fresh.upsert(items, sku="b", name="pear")  # keeps the increment
+        fresh.upsert(items, sku="c", price=7)  # blind upsert, then an increment
+        fresh.increment(items, "c", price=1, quantity=1)
+        fresh.increment(items, "d", quantity=5)
+        fresh.delete(items, "d")
+        fresh.increment(items, "e", quantity=1)
+        assert fresh.update(items, "e", name="egg")
+    assert rows(engine, items) == [
+        {"sku": "a", "name": "apple", "quantity": 13, "price": None},
+        {"sku": "b", "name": "pear", "quantity": 4, "price": None},
+        {"sku": "c", "name": None, "quantity": 1, "price": 8},
+        {"sku": "e", "name": "egg", "quantity": 1, "price": None},
+    ]
+
+
+def test_increment_of_decimals_and_of_a_column_the_database_fills_in(
+    view: View, engine: Engine
+) -> None:
+    with batch(view, engine):
+        view.increment(typed, "t", amount=Decimal("0.10"), big=2**40)
+        view.increment(typed, "t", amount=Decimal("0.20"), big=1)
+        view.upsert(stamped, id="s", label="new")  # hits: server default 7
+        view.increment(stamped, "s", hits=1)
+    with batch(view, engine):
+        view.increment(typed, "t", amount=Decimal("1.05"))
+        assert view.get(typed, "t")["amount"] == Decimal("1.35")  # type: ignore[index]
+    assert rows(engine, typed)[0]["amount"] == Decimal("1.35")
+    assert rows(engine, typed)[0]["big"] == 2**40 + 1
+    assert rows(engine, stamped)[0]["hits"] == 8
+
+
+def test_increment_in_a_rebuilt_table_is_folded_in_memory(engine: Engine) -> None:
+    fresh = View([items])
+    fresh.mark_empty()  # as a rebuild's new tables are
+
+    def increments() -> None:
+        with batch(fresh, engine):
+            fresh.increment(items, "a", quantity=1)
+            fresh.increment(items, "a", quantity=1)
+            assert fresh.get(items, "a") == {"sku": "a", "name": None, "quantity": 2, "price": None}
+
+    assert selects_during(engine, increments) == []
+    assert rows(engine, items) == [{"sku": "a", "name": None, "quantity": 2, "price": None}]
+
+
+def test_increment_mistakes_are_configuration_errors(view: View, engine: Engine) -> None:
+    with batch(view, engine):
+        with pytest.raises(ConfigurationError, match="key column"):
+            view.increment(items, "a", sku=1)
+        with pytest.raises(ConfigurationError, match="no column"):
+            view.increment(items, "a", weight=1)
+        view.increment(items, "a")  # nothing to add: nothing written
+    assert rows(engine, items) == []
+
+
+def test_a_failed_batch_forgets_its_increments(view: View, engine: Engine) -> None:
+    with batch(view, engine):
+        view.increment(items, "a", quantity=1)
+
+    def changes() -> None:
+        view.increment(items, "a", quantity=100)
+        view.increment(items, "b", quantity=100)
+        view.flush()
+
+    failed_batch(view, engine, changes)
+    with batch(view, engine):
+        view.increment(items, "a", quantity=1)
+    assert [(r["sku"], r["quantity"]) for r in rows(engine, items)] == [("a", 2)]

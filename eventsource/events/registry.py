@@ -44,6 +44,11 @@ class EventRegistry:
         """The class registered under `name`, or None."""
         return self._classes.get(name)
 
+    def lookup(self) -> Callable[[str], type[Event] | None]:
+        """`resolve` as the registry's own dict lookup, for decoding loops; it
+        sees classes registered later too."""
+        return self._classes.get
+
     def add_upcaster(self, event_type: str, from_version: int, function: Upcaster) -> None:
         """Register `function` to turn a payload of `from_version` into `from_version + 1`."""
         key = (event_type, from_version)

@@ -80,6 +80,8 @@ class _TableState:
     names: frozenset[str] = frozenset()
     key_names: tuple[str, ...] = ()
     key_names_set: frozenset[str] = frozenset()
+    key_name: str | None = None  # the key column, when the key is one column
+    key_of: Callable[[Row], Key] = tuple
     width: int = 0  # columns of the table
     # Bulk upserts by column set (None: not possible for those columns):
     # PostgreSQL's unnest statement, SQLite's SQL with its bind processors.
@@ -130,6 +132,8 @@ class View:
                 names=frozenset(target.c.keys()),
                 key_names=tuple(c.name for c in target.primary_key.columns),
                 key_names_set=frozenset(c.name for c in target.primary_key.columns),
+                key_name=_single_key_name(target),
+                key_of=_key_getter(target),
                 width=len(target.c),
             )
 
@@ -215,7 +219,8 @@ class View:
         if not state.names.issuperset(row):
             self._check_columns(state, row)
         try:
-            k = tuple([row[name] for name in state.key_names])
+            # One key column: no comprehension (a frame of its own per call).
+            k = (row[state.key_name],) if state.key_name else state.key_of(row)
         except KeyError:
             missing = [name for name in state.key_names if name not in row]
             raise ConfigurationError(
@@ -404,6 +409,20 @@ class View:
         self.clear_cache()
         self._ran_sql = True
         return conn
+
+
+def _single_key_name(table: Table) -> str | None:
+    names = [c.name for c in table.primary_key.columns]
+    return names[0] if len(names) == 1 else None
+
+
+def _key_getter(table: Table) -> Callable[[Row], Key]:
+    """The key tuple of a row of `table` (several columns: `itemgetter` gives a tuple)."""
+    names = [c.name for c in table.primary_key.columns]
+    if len(names) <= 1:
+        return lambda row: tuple(row[name] for name in names)
+    getter: Callable[[Row], Key] = itemgetter(*names)
+    return getter
 
 
 def _added(state: _TableState, k: Key, current: Row | None, amounts: Row) -> Row:

@@ -447,7 +447,7 @@ class Worker:
     ) -> list[LogMessage]:
         """Apply each message's handler; return the messages parked behind others."""
         # The loop runs for every event of a rebuild: look things up once.
-        handler_for = type(self.consumer).handler_for
+        handlers = _Handlers(type(self.consumer).handler_for)
         wanted_types = self._wanted_types
         decode = self.codec.decode
         consumer, view = self.consumer, self.view
@@ -469,7 +469,7 @@ class Worker:
                     topic=message.topic, partition=message.partition, offset=message.offset
                 )
                 raise _HandlerFailed(index, located) from exc
-            handler = handler_for(type(event))
+            handler = handlers[type(event)]
             if handler is None:
                 continue
             try:
@@ -585,3 +585,16 @@ def _require(engine: Engine | None) -> Engine:
 
 def _describe(loaded: Mapping[TopicPartition, Position]) -> str:
     return ", ".join(f"{tp}@{p.offset}" for tp, p in sorted(loaded.items())) or "no partitions"
+
+
+class _Handlers(dict[type[Event], Callable[..., None] | None]):
+    """Each event class's handler, asked of the consumer class once per batch
+    (a dict lookup per event instead of a class-method call)."""
+
+    def __init__(self, handler_for: Callable[[type[Event]], Callable[..., None] | None]) -> None:
+        super().__init__()
+        self._handler_for = handler_for
+
+    def __missing__(self, cls: type[Event]) -> Callable[..., None] | None:
+        found = self[cls] = self._handler_for(cls)
+        return found

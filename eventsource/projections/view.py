@@ -595,7 +595,7 @@ def _unnest_statement(
     if simple and not filled:
         quote = conn.dialect.identifier_preparer.quote
         arrays = ", ".join(
-            f"CAST(:c{i} AS {table.c[name].type.compile(dialect=conn.dialect)}[])"
+            f"CAST(:c{i} AS {_array_element_type(table.c[name].type, conn)}[])"
             for i, name in enumerate(columns)
         )
         keys = ", ".join(quote(name) for name in state.key_names)
@@ -617,6 +617,18 @@ def _unnest_statement(
         )
     state.unnest[columns, add] = statement
     return statement
+
+
+def _array_element_type(column_type: Any, conn: Connection) -> str:
+    """The SQL type to cast a column's array to before the insert.
+
+    Strings go as plain VARCHAR: an explicit cast to VARCHAR(n) would cut a
+    longer value to n characters in silence, where the insert's own
+    conversion refuses it, as a single-row write does.
+    """
+    if isinstance(column_type, String):
+        return str(String().compile(dialect=conn.dialect))
+    return str(column_type.compile(dialect=conn.dialect))
 
 
 def _one_type(values: list[Any]) -> bool:

@@ -36,6 +36,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 
 from eventsource import ConfigurationError, View
 from eventsource.store.engine import create_engine, write_connection
@@ -541,3 +542,27 @@ def test_a_failed_batch_forgets_its_increments(view: View, engine: Engine) -> No
     with batch(view, engine):
         view.increment(items, "a", quantity=1)
     assert [(r["sku"], r["quantity"]) for r in rows(engine, items)] == [("a", 2)]
+
+
+@pytest.mark.postgres
+def test_a_value_too_long_for_its_column_fails_the_batch_in_bulk_as_alone(
+    database_url_factory: Callable[..., str],
+) -> None:
+    # SQLite does not enforce VARCHAR lengths; PostgreSQL refuses a longer value.
+    engine = create_engine(database_url_factory("postgres"))
+    metadata.create_all(engine)
+    view = View([items])
+    with batch(view, engine):
+        view.upsert(items, sku="a", name="apple")
+
+    def write(count: int) -> None:
+        with batch(view, engine):
+            for i in range(count):
+                name = "x" * 101 if i == count - 1 else "ok"
+                view.upsert(items, sku=f"n{i}", name=name, quantity=1)
+
+    for count in (1, 3):  # one row alone, or the batch's bulk statement
+        with pytest.raises(DBAPIError, match="too long"):
+            write(count)
+    assert rows(engine, items) == [{"sku": "a", "name": "apple", "quantity": 0, "price": None}]
+    engine.dispose()

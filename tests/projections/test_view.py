@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from uuid import uuid4
@@ -23,6 +23,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Engine,
+    Float,
     Integer,
     MetaData,
     Numeric,
@@ -566,3 +567,83 @@ def test_a_value_too_long_for_its_column_fails_the_batch_in_bulk_as_alone(
             write(count)
     assert rows(engine, items) == [{"sku": "a", "name": "apple", "quantity": 0, "price": None}]
     engine.dispose()
+
+
+edge = Table(
+    "vt_edge",
+    metadata,
+    Column("id", String(20), primary_key=True),
+    Column("s", String(200)),
+    Column("n", Numeric(40, 10)),
+    Column("f", Float),
+    Column("i", BigInteger),
+    Column("b", Boolean),
+    Column("u", Uuid),
+    Column("t", DateTime(timezone=True)),
+)
+EDGE_ROWS: list[dict[str, Any]] = [
+    {
+        "s": 'quote " backslash \\ slash /',
+        "n": Decimal("1.25"),
+        "f": 0.1,
+        "i": 2**63 - 1,
+        "b": True,
+        "u": uuid4(),
+        "t": datetime(2026, 5, 17, 8, 30, 15, 123456, tzinfo=UTC),
+    },
+    {
+        "s": "new\nline\ttab \x01 zoë €😀 \u2028",
+        "n": Decimal("1E+2"),
+        "f": -1.5e300,
+        "i": -(2**63),
+        "b": False,
+        "u": None,
+        "t": datetime(2026, 5, 17, 8, 30, 15, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+    },
+    {
+        "s": "",
+        "n": Decimal("-0.0000000001"),
+        "f": 5e-324,
+        "i": 0,
+        "b": None,
+        "u": uuid4(),
+        "t": datetime(2026, 1, 1, 0, 0),  # no zone: the session's, as a single insert reads it
+    },
+    {
+        "s": None,
+        "n": Decimal("123456789012345678901234567890.123456789"),  # beyond a float
+        "f": None,
+        "i": None,
+        "b": True,
+        "u": None,
+        "t": None,
+    },
+]
+# Values JSON cannot carry exactly: the bulk write takes arrays for these batches.
+EDGE_FALLBACKS: list[list[dict[str, Any]]] = [
+    [{"f": float("nan")}, {"f": float("inf")}, {"f": 1.0}],
+    [{"n": Decimal(2**70)}, {"n": 2**70}, {"n": Decimal("0.5")}],
+    [{"i": 1}, {"i": 2**40}, {"i": None}],
+]
+
+
+def test_bulk_writes_store_what_single_row_writes_store(engine: Engine) -> None:
+    """A batch of rows is one statement; a batch of one row is a plain insert:
+    both must store the same values, whatever the characters and numbers."""
+    view = View([edge])
+    batches = [EDGE_ROWS, *EDGE_FALLBACKS]
+    with batch(view, engine):  # every row of a batch in one bulk statement
+        for n, rows_ in enumerate(batches):
+            for i, values in enumerate(rows_):
+                view.upsert(edge, id=f"bulk-{n}-{i}", **values)
+    for n, rows_ in enumerate(batches):
+        for i, values in enumerate(rows_):
+            with batch(view, engine):  # one row per batch: an ordinary insert
+                view.upsert(edge, id=f"one-{n}-{i}", **values)
+    stored = {row.pop("id"): row for row in rows(engine, edge)}
+    bulk = {key.removeprefix("bulk-"): row for key, row in stored.items() if "bulk" in key}
+    one = {key.removeprefix("one-"): row for key, row in stored.items() if "one" in key}
+    assert len(bulk) == len(one) == sum(len(b) for b in batches)
+    assert repr(bulk) == repr(one)  # repr: NaN is not equal to itself
+    assert bulk["0-1"]["s"] == EDGE_ROWS[1]["s"]
+    assert bulk["0-0"]["i"] == 2**63 - 1

@@ -31,6 +31,7 @@ from eventsource.gc_pause import paused_gc
 
 log = logging.getLogger(__name__)
 
+_new = tuple.__new__
 BEGINNING = OFFSET_BEGINNING
 END = OFFSET_END
 _WATERMARK_TIMEOUT = 10.0
@@ -164,7 +165,8 @@ class KafkaLogConsumer:
                 out.append(LogMessage(topic, partition, offset, None, exc))
                 continue
             if accept(tp, record.position, offset):
-                out.append(LogMessage(topic, partition, offset, record))
+                # The tuple itself: `LogMessage(...)` is a Python-level call per message.
+                out.append(_new(LogMessage, (topic, partition, offset, record, None)))
         return out
 
     def _fetch(self, max_messages: int, timeout: float) -> list[Any]:

@@ -162,8 +162,11 @@ class View:
         """The batch committed: what it wrote is now what the database holds."""
         for state in self._states.values():
             cache = state.cache
-            for key in state.known:
-                cache.pop(key, None)  # moved to the end: the most recently used
+            if len(cache) + len(state.known) > self.cache_rows:
+                for key in state.known:
+                    cache.pop(key, None)  # moved to the end: the most recently used
+            # else nothing will be evicted yet: recency can wait (a pop and a
+            # re-insert per row cost more than the whole update).
             cache.update(state.known)
             self._evict(state)
             for key in (*state.partial, *state.deltas):

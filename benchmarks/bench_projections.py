@@ -215,10 +215,12 @@ def framework_fold(kafka: KafkaConfig, context: str, url: str, batch: int) -> fl
     cls = totals_projection(context)
     with engine.begin() as conn:
         totals.create(conn, checkfirst=True)
-        conn.execute(totals.delete())
-        for table in ("projection_positions", "projections"):
-            if sa.inspect(conn).has_table(table):
-                conn.exec_driver_sql(f"DELETE FROM {table}")
+        # TRUNCATE, as the baseline does: DELETE would leave the next run dead
+        # rows and index entries to wade through.
+        existing = [
+            t for t in ("projection_positions", "projections") if sa.inspect(conn).has_table(t)
+        ]
+        conn.exec_driver_sql(f"TRUNCATE {', '.join([totals.name, *existing])}")
     consumer = KafkaLogConsumer(kafka, group_id=f"bench-{uuid.uuid4().hex[:12]}")
     worker = Worker(cls(), consumer, engine=engine, batch_size=batch)
     with quiet_gc():

@@ -13,7 +13,8 @@
     ├── StoreError                           the database failed underneath us
     ├── BusError                             the log (Kafka or embedded) failed
     │   ├── RelayFenced                      another relay took over the same store
-    │   └── TopicConfigError                 a topic exists with unsafe settings
+    │   ├── TopicConfigError                 a topic exists with unsafe settings
+    │   └── KafkaAuthenticationError         the broker refused the client's login
     └── ProjectionError
         ├── StalePosition                    a newer worker owns the partition
         ├── PoisonEvent                      a handler kept failing on one event
@@ -158,6 +159,10 @@ class BusError(EventSourceError):
 
 class RelayFenced(BusError):
     """A newer relay with the same transactional id took over; this one must stop."""
+
+
+class KafkaAuthenticationError(BusError):
+    """The broker refused the client's credentials (SASL or SSL): retrying will not help."""
 
 
 class TopicConfigError(BusError):

@@ -17,6 +17,11 @@ STATE="${EVENTSOURCE_SERVICES_DIR:-$HOME/.cache/eventsource-services}"
 KAFKA_VERSION="$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$ROOT/scripts/kafka/pom.xml")"
 KAFKA_PORT="${EVENTSOURCE_KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${EVENTSOURCE_KAFKA_CONTROLLER_PORT:-9093}"
+# A second listener that asks for a SASL/PLAIN login, for the tests of secured
+# brokers. The account exists on this local test broker only.
+KAFKA_SASL_PORT="${EVENTSOURCE_KAFKA_SASL_PORT:-9094}"
+KAFKA_SASL_USER="eventsource"
+KAFKA_SASL_PASSWORD="eventsource-sasl-secret"
 KAFKA_HOME="$STATE/kafka-$KAFKA_VERSION"
 KAFKA_DATA="$STATE/kafka-data"
 KAFKA_PID="$STATE/kafka.pid"
@@ -127,10 +132,12 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_SASL_USER="$KAFKA_SASL_PASSWORD";
 log.dirs=$KAFKA_DATA
 num.partitions=1
 # A single node: internal topics, including the transaction state log that
@@ -202,8 +209,12 @@ kafka_start() {
   kafka_fetch
   kafka_config
   if kafka_running; then
-    kafka_wait
-    return 0
+    if cmp -s "$STATE/server.properties" "$STATE/server.properties.running"; then
+      kafka_wait
+      return 0
+    fi
+    log "Kafka's configuration changed; restarting it"
+    kafka_stop
   fi
   if [ ! -f "$KAFKA_DATA/meta.properties" ]; then
     log "formatting KRaft storage in $KAFKA_DATA"
@@ -222,6 +233,7 @@ kafka_start() {
     -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$STATE/server.properties" \
     >>"$KAFKA_LOG" 2>&1 </dev/null &
   echo $! >"$KAFKA_PID"
+  cp "$STATE/server.properties" "$STATE/server.properties.running"
   kafka_wait
   log "Kafka $KAFKA_VERSION ready on 127.0.0.1:$KAFKA_PORT"
 }
@@ -243,7 +255,7 @@ kafka_stop() {
 
 kafka_status() {
   if kafka_running && kafka_answers; then
-    echo "kafka: running on 127.0.0.1:$KAFKA_PORT (Apache Kafka $KAFKA_VERSION, KRaft, pid $(cat "$KAFKA_PID"))"
+    echo "kafka: running on 127.0.0.1:$KAFKA_PORT, SASL/PLAIN on 127.0.0.1:$KAFKA_SASL_PORT (Apache Kafka $KAFKA_VERSION, KRaft, pid $(cat "$KAFKA_PID"))"
   elif kafka_running; then
     echo "kafka: starting or unresponsive (pid $(cat "$KAFKA_PID"))"
   else
@@ -257,6 +269,10 @@ print_env() {
   # Variables already set (services that run elsewhere) win over ours.
   echo "export EVENTSOURCE_DATABASE_URL=\${EVENTSOURCE_DATABASE_URL:-postgresql+psycopg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB}"
   echo "export EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS=\${EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}"
+  # The broker's SASL/PLAIN listener and its test account (tests/bus/test_sasl.py).
+  echo "export TEST_SERVICES_KAFKA_SASL_SERVERS=\${TEST_SERVICES_KAFKA_SASL_SERVERS:-127.0.0.1:$KAFKA_SASL_PORT}"
+  echo "export TEST_SERVICES_KAFKA_SASL_USERNAME=\${TEST_SERVICES_KAFKA_SASL_USERNAME:-$KAFKA_SASL_USER}"
+  echo "export TEST_SERVICES_KAFKA_SASL_PASSWORD=\${TEST_SERVICES_KAFKA_SASL_PASSWORD:-$KAFKA_SASL_PASSWORD}"
 }
 
 ensure_tools() {

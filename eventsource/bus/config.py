@@ -9,7 +9,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from eventsource.errors import ConfigurationError
+from eventsource.errors import ConfigurationError, KafkaAuthenticationError
 from eventsource.settings import Settings, redact
 
 log = logging.getLogger(__name__)
@@ -131,6 +131,30 @@ def kafka_error(exc: KafkaException) -> KafkaError:
     if isinstance(inner, KafkaError):
         return inner
     return KafkaError(KafkaError._FAIL, str(inner))
+
+
+class ClientErrors:
+    """librdkafka's error callback for one client: logs every error as
+    `_log_error` does and remembers a refused login, which librdkafka would
+    otherwise retry for ever while the client's calls time out."""
+
+    def __init__(self) -> None:
+        self.refused: KafkaError | None = None
+
+    def __call__(self, error: KafkaError) -> None:
+        _log_error(error)
+        if error.code() == KafkaError._AUTHENTICATION:
+            self.refused = error
+
+    def raise_if_refused(self, client: str) -> None:
+        """Raise `KafkaAuthenticationError` if the broker refused this client's login."""
+        if self.refused is not None:
+            raise KafkaAuthenticationError(
+                f"Kafka refused the {client}'s login: {self.refused.str()}; check the"
+                " security settings (EVENTSOURCE_KAFKA_SECURITY_PROTOCOL,"
+                " EVENTSOURCE_KAFKA_SASL_MECHANISM, EVENTSOURCE_KAFKA_SASL_USERNAME,"
+                " EVENTSOURCE_KAFKA_SASL_PASSWORD, EVENTSOURCE_KAFKA_CONFIG)"
+            )
 
 
 def _log_error(error: Any) -> None:

@@ -25,7 +25,7 @@ from eventsource.bus.base import (
     StartAt,
     TopicPartition,
 )
-from eventsource.bus.config import KafkaConfig
+from eventsource.bus.config import ClientErrors, KafkaConfig
 from eventsource.errors import BusError, DecodeError
 from eventsource.gc_pause import paused_gc
 
@@ -43,7 +43,10 @@ class KafkaLogConsumer:
     def __init__(self, config: KafkaConfig, *, group_id: str | None = None, **options: Any) -> None:
         self.group_id = group_id or f"eventsource-reader-{uuid.uuid4().hex[:12]}"
         self.config = config
-        self._consumer = Consumer(config.consumer(self.group_id, **options))
+        self._errors = ClientErrors()
+        self._consumer = Consumer(
+            config.consumer(self.group_id, **{"error_cb": self._errors, **options})
+        )
         self._filter = PositionFilter()
         self._next: dict[TopicPartition, int] = {}
         self._at_end: dict[TopicPartition, int] = {}
@@ -140,6 +143,8 @@ class KafkaLogConsumer:
             messages = self._fetch(max_messages, timeout)
         except KafkaException as exc:
             raise BusError(f"Kafka consumer failed: {exc}") from exc
+        if not messages:
+            self._errors.raise_if_refused("consumer")
         with paused_gc():
             return self._records(messages)
 

@@ -28,14 +28,22 @@ from sqlalchemy.exc import DBAPIError
 
 from eventsource.bus import wire
 from eventsource.bus.admin import TopicAdmin
-from eventsource.bus.config import KafkaConfig, kafka_error
+from eventsource.bus.config import ClientErrors, KafkaConfig, kafka_error
 from eventsource.bus.outbox import OutgoingMessage, read_messages
-from eventsource.errors import BusError, RelayFenced, StoreError, TopicConfigError
+from eventsource.errors import (
+    BusError,
+    KafkaAuthenticationError,
+    RelayFenced,
+    StoreError,
+    TopicConfigError,
+)
 from eventsource.store.eventstore import EventStore
 
 log = logging.getLogger(__name__)
 
 _TIMEOUT = 30.0
+# init_transactions waits this long per try: a refused login shows between tries.
+_INIT_TIMEOUT = 5.0
 _FENCED = {
     KafkaError._FENCED,
     KafkaError.PRODUCER_FENCED,
@@ -91,6 +99,7 @@ class Relay:
         self.position = 0
         self.relayed = 0
         self._producer: Producer | None = None
+        self._errors = ClientErrors()
         self._executor: ThreadPoolExecutor | None = None
         self._ahead: tuple[int, Future[list[OutgoingMessage]]] | None = None
 
@@ -113,8 +122,11 @@ class Relay:
 
     def start(self) -> int:
         """Fence any older relay, then find the last event already on Kafka."""
-        producer = Producer(self.kafka.producer(self.transactional_id))
-        self._call(lambda: producer.init_transactions(_TIMEOUT), "initialise transactions")
+        self._errors = ClientErrors()
+        producer = Producer(self.kafka.producer(self.transactional_id, error_cb=self._errors))
+        self._call(
+            producer, lambda: producer.init_transactions(_INIT_TIMEOUT), "initialise transactions"
+        )
         self._producer = producer
         self.position = self._recover()
         log.info(
@@ -165,8 +177,9 @@ class Relay:
                 count = self.relay_batch()
                 backoff = self.poll_interval
             except (BusError, StoreError) as exc:
-                # Fencing and unsafe topics are not outages: waiting will not fix them.
-                if isinstance(exc, (RelayFenced, TopicConfigError)):
+                # Fencing, unsafe topics and a refused login are not outages:
+                # waiting will not fix them.
+                if isinstance(exc, (RelayFenced, TopicConfigError, KafkaAuthenticationError)):
                     raise
                 log.warning("relay: %s; retrying in %.1f s", exc, backoff)
                 stop.wait(backoff)
@@ -226,7 +239,7 @@ class Relay:
         assert producer is not None
         prefix = f"{self.kafka.topic_prefix}{self.store.context}."
         produce = producer.produce
-        self._call(producer.begin_transaction, "begin a transaction")
+        self._call(producer, producer.begin_transaction, "begin a transaction")
         try:
             for m in messages:
                 topic = prefix + m.aggregate_type
@@ -260,12 +273,13 @@ class Relay:
                     raise BusError(f"Kafka refused the transaction: {error}") from exc
                 if not error.retriable():
                     raise BusError(f"cannot commit the transaction: {error}") from exc
+                self._check_login(producer)
                 log.warning("relay: commit not confirmed (%s); retrying in %.1f s", error, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
 
     def _abort(self, producer: Producer) -> None:
-        self._call(lambda: producer.abort_transaction(_TIMEOUT), "abort the transaction")
+        self._call(producer, lambda: producer.abort_transaction(_TIMEOUT), "abort the transaction")
 
     def _raise_if_fatal(self, exc: KafkaException) -> None:
         error = kafka_error(exc)
@@ -281,7 +295,16 @@ class Relay:
             self._producer = None
             raise BusError(f"fatal Kafka producer error, restarting the producer: {error}") from exc
 
-    def _call(self, action: Callable[[], object], what: str) -> None:
+    def _check_login(self, producer: Producer) -> None:
+        """Raise `KafkaAuthenticationError` if the broker refused the producer's login.
+
+        librdkafka reports it to the error callback, which only runs inside
+        `poll` and `flush`: serve it first.
+        """
+        producer.poll(0)
+        self._errors.raise_if_refused("relay")
+
+    def _call(self, producer: Producer, action: Callable[[], object], what: str) -> None:
         backoff = 0.5
         while True:
             try:
@@ -291,6 +314,7 @@ class Relay:
                 self._raise_if_fatal(exc)
                 if not kafka_error(exc).retriable():
                     raise BusError(f"relay cannot {what}: {exc}") from exc
+                self._check_login(producer)
                 log.warning("relay: cannot %s (%s); retrying in %.1f s", what, exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)

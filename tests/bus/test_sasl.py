@@ -1,0 +1,155 @@
+"""A broker that asks for a login: the SASL/PLAIN listener that
+`scripts/services.sh` starts beside the plain one.
+
+Settings pass through to librdkafka, the relay and consumers work with the
+right account, a refused login stops them with a clear error instead of
+retrying for ever, and the password shows in no error and no log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, replace
+
+import pytest
+
+from eventsource import EventStore
+from eventsource.bus.base import StartAt, TopicPartition
+from eventsource.bus.config import KafkaConfig
+from eventsource.bus.kafka import KafkaLogConsumer
+from eventsource.bus.relay import Relay
+from eventsource.errors import KafkaAuthenticationError
+from eventsource.settings import Settings
+from tests.bus.children import Child, cli_env
+from tests.bus.conftest import PARTITIONS
+from tests.bus.model import populate
+
+pytestmark = pytest.mark.kafka
+
+WRONG_PASSWORD = "n0t-the-pa55word"
+
+
+@dataclass(frozen=True)
+class SaslAccount:
+    servers: str
+    username: str
+    password: str
+
+
+@pytest.fixture
+def sasl_account(kafka_servers: str) -> SaslAccount:
+    """The test broker's SASL/PLAIN listener and its account."""
+    del kafka_servers  # the same broker: required running
+    servers = os.environ.get("TEST_SERVICES_KAFKA_SASL_SERVERS", "")
+    if not servers:
+        pytest.fail(
+            "TEST_SERVICES_KAFKA_SASL_SERVERS is not set: run `make test`, or"
+            ' `eval "$(bash scripts/services.sh env)"`'
+        )
+    return SaslAccount(
+        servers,
+        os.environ["TEST_SERVICES_KAFKA_SASL_USERNAME"],
+        os.environ["TEST_SERVICES_KAFKA_SASL_PASSWORD"],
+    )
+
+
+def sasl_env(account: SaslAccount, password: str) -> dict[str, str]:
+    """The settings a deployment would set for a secured broker."""
+    return {
+        "EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS": account.servers,
+        "EVENTSOURCE_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "EVENTSOURCE_KAFKA_SASL_MECHANISM": "PLAIN",
+        "EVENTSOURCE_KAFKA_SASL_USERNAME": account.username,
+        "EVENTSOURCE_KAFKA_SASL_PASSWORD": password,
+    }
+
+
+def config_from_settings(
+    monkeypatch: pytest.MonkeyPatch, account: SaslAccount, password: str
+) -> KafkaConfig:
+    for name, value in sasl_env(account, password).items():
+        monkeypatch.setenv(name, value)
+    return replace(KafkaConfig.from_settings(Settings()), partitions=PARTITIONS)
+
+
+def read_everything(config: KafkaConfig, store: EventStore, count: int) -> list[int]:
+    """The global positions of every event of the store's topics, read over SASL."""
+    with KafkaLogConsumer(config) as consumer:
+        consumer.assign(
+            {
+                TopicPartition(store.topic_for(kind), p): StartAt(0)
+                for kind in ("order", "customer")
+                for p in range(PARTITIONS)
+            }
+        )
+        positions: list[int] = []
+        deadline = time.monotonic() + 60
+        while len(positions) < count:
+            assert time.monotonic() < deadline, f"read {len(positions)} of {count}"
+            positions += [m.record.position for m in consumer.poll(500, 1.0) if m.record]
+    return sorted(positions)
+
+
+def poll_for(consumer: KafkaLogConsumer, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        consumer.poll(100, 0.5)
+
+
+def test_the_relay_and_consumers_log_in_with_the_configured_account(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    sasl_account: SaslAccount,
+    kafka_store: EventStore,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    config = config_from_settings(monkeypatch, sasl_account, sasl_account.password)
+    assert config.options["security.protocol"] == "SASL_PLAINTEXT"
+    records = populate(kafka_store, orders=6, items=2, customers=2)
+    with Relay(kafka_store, config) as relay:
+        assert relay.run(until_caught_up=True) == len(records)
+    assert read_everything(config, kafka_store, len(records)) == [r.position for r in records]
+    assert sasl_account.password not in repr(config)
+    assert sasl_account.password not in caplog.text
+
+
+def test_a_refused_login_stops_the_relay_and_consumers_with_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    sasl_account: SaslAccount,
+    kafka_store: EventStore,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    config = config_from_settings(monkeypatch, sasl_account, WRONG_PASSWORD)
+    populate(kafka_store, orders=2, items=1, customers=1)
+    started = time.monotonic()
+    with pytest.raises(KafkaAuthenticationError) as refused, Relay(kafka_store, config) as relay:
+        relay.run(until_caught_up=True)
+    assert time.monotonic() - started < 30
+    message = str(refused.value)
+    assert "Kafka refused the relay's login" in message
+    assert "SASL authentication" in message
+    assert "EVENTSOURCE_KAFKA_SASL_PASSWORD" in message
+
+    with KafkaLogConsumer(config) as consumer:
+        consumer.assign({TopicPartition(kafka_store.topic_for("order"), 0): StartAt(0)})
+        with pytest.raises(KafkaAuthenticationError, match="refused the consumer's login"):
+            poll_for(consumer, seconds=30)
+    assert WRONG_PASSWORD not in message
+    assert WRONG_PASSWORD not in caplog.text
+
+
+def test_the_relay_command_exits_on_a_refused_login_without_showing_the_password(
+    sasl_account: SaslAccount, kafka_store: EventStore, kafka_servers: str
+) -> None:
+    populate(kafka_store, orders=1, items=1, customers=1)
+    command = [sys.executable, "-m", "eventsource", "-v", "relay", "run"]
+    command += ["--url", str(kafka_store.engine.url), "--context", kafka_store.context]
+    env = {**cli_env(kafka_servers), **sasl_env(sasl_account, WRONG_PASSWORD)}
+    code, _, err = Child(command, env).finish(timeout=60)
+    assert code == 1, err
+    assert "error: Kafka refused the relay's login" in err
+    assert WRONG_PASSWORD not in err

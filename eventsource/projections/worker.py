@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from operator import itemgetter
 
 from sqlalchemy import Connection, Engine, Table, select
 from sqlalchemy.exc import (
@@ -282,7 +283,11 @@ class Worker:
     def _apply(self, messages: list[LogMessage], stats: BatchStats) -> None:
         # Messages of partitions revoked since the poll belong to another worker now.
         owned = {(tp.topic, tp.partition) for tp in self._positions}
-        pending = [m for m in messages if (m.topic, m.partition) in owned]
+        # Usually all are: find out with one pass in C, and filter only if not.
+        if owned.issuperset(map(_partition_of, messages)):
+            pending = list(messages)
+        else:
+            pending = [m for m in messages if (m.topic, m.partition) in owned]
         limit = len(pending)
         attempt = 0
         culprit: _HandlerFailed | None = None  # how pending[limit] failed, once known
@@ -585,6 +590,9 @@ def _require(engine: Engine | None) -> Engine:
 
 def _describe(loaded: Mapping[TopicPartition, Position]) -> str:
     return ", ".join(f"{tp}@{p.offset}" for tp, p in sorted(loaded.items())) or "no partitions"
+
+
+_partition_of = itemgetter(0, 1)  # a LogMessage's (topic, partition)
 
 
 class _Handlers(dict[type[Event], Callable[..., None] | None]):

@@ -22,6 +22,9 @@ KAFKA_CONTROLLER_PORT="${EVENTSOURCE_KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_SASL_PORT="${EVENTSOURCE_KAFKA_SASL_PORT:-9094}"
 KAFKA_SASL_USER="eventsource"
 KAFKA_SASL_PASSWORD="eventsource-sasl-secret"
+# And a third that speaks TLS, with a certificate from a test CA made here.
+KAFKA_SSL_PORT="${EVENTSOURCE_KAFKA_SSL_PORT:-9095}"
+KAFKA_TLS="$STATE/kafka-tls"
 KAFKA_HOME="$STATE/kafka-$KAFKA_VERSION"
 KAFKA_DATA="$STATE/kafka-data"
 KAFKA_PID="$STATE/kafka.pid"
@@ -125,16 +128,42 @@ kafka_fetch() {
   touch "$KAFKA_HOME/.complete"
 }
 
+kafka_tls() {
+  [ -f "$KAFKA_TLS/keystore.pem" ] && return 0
+  command -v openssl >/dev/null || apt_install openssl
+  log "making a test CA and the broker's TLS certificate in $KAFKA_TLS"
+  rm -rf "$KAFKA_TLS"
+  mkdir -p "$KAFKA_TLS"
+  (
+    cd "$KAFKA_TLS"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
+      -subj "/CN=eventsource test CA" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr \
+      -subj "/CN=127.0.0.1" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >san.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -out server.pem -days 3650 -extfile san.ext 2>/dev/null
+    # Kafka reads a PEM keystore: the PKCS#8 key, then the certificate chain.
+    openssl pkcs8 -topk8 -nocrypt -in server.key -out server.pk8
+    cat server.pk8 server.pem ca.pem >keystore.pem.tmp
+    mv keystore.pem.tmp keystore.pem
+  ) || die "could not make the test TLS certificates in $KAFKA_TLS"
+}
+
 kafka_config() {
+  kafka_tls
   mkdir -p "$STATE"
   cat >"$STATE/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT,SSL://127.0.0.1:$KAFKA_SSL_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT,SSL://127.0.0.1:$KAFKA_SSL_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,CONTROLLER:PLAINTEXT
+listener.name.ssl.ssl.keystore.type=PEM
+listener.name.ssl.ssl.keystore.location=$KAFKA_TLS/keystore.pem
+listener.name.ssl.ssl.client.auth=none
 inter.broker.listener.name=PLAINTEXT
 sasl.enabled.mechanisms=PLAIN
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_SASL_USER="$KAFKA_SASL_PASSWORD";
@@ -255,7 +284,7 @@ kafka_stop() {
 
 kafka_status() {
   if kafka_running && kafka_answers; then
-    echo "kafka: running on 127.0.0.1:$KAFKA_PORT, SASL/PLAIN on 127.0.0.1:$KAFKA_SASL_PORT (Apache Kafka $KAFKA_VERSION, KRaft, pid $(cat "$KAFKA_PID"))"
+    echo "kafka: running on 127.0.0.1:$KAFKA_PORT, SASL/PLAIN on 127.0.0.1:$KAFKA_SASL_PORT, TLS on 127.0.0.1:$KAFKA_SSL_PORT (Apache Kafka $KAFKA_VERSION, KRaft, pid $(cat "$KAFKA_PID"))"
   elif kafka_running; then
     echo "kafka: starting or unresponsive (pid $(cat "$KAFKA_PID"))"
   else
@@ -269,10 +298,13 @@ print_env() {
   # Variables already set (services that run elsewhere) win over ours.
   echo "export EVENTSOURCE_DATABASE_URL=\${EVENTSOURCE_DATABASE_URL:-postgresql+psycopg://$PG_USER:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB}"
   echo "export EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS=\${EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}"
-  # The broker's SASL/PLAIN listener and its test account (tests/bus/test_sasl.py).
+  # The broker's SASL/PLAIN listener and its test account (tests/bus/test_secured_broker.py).
   echo "export TEST_SERVICES_KAFKA_SASL_SERVERS=\${TEST_SERVICES_KAFKA_SASL_SERVERS:-127.0.0.1:$KAFKA_SASL_PORT}"
   echo "export TEST_SERVICES_KAFKA_SASL_USERNAME=\${TEST_SERVICES_KAFKA_SASL_USERNAME:-$KAFKA_SASL_USER}"
   echo "export TEST_SERVICES_KAFKA_SASL_PASSWORD=\${TEST_SERVICES_KAFKA_SASL_PASSWORD:-$KAFKA_SASL_PASSWORD}"
+  # Its TLS listener and the CA that signed its certificate (the same tests).
+  echo "export TEST_SERVICES_KAFKA_SSL_SERVERS=\${TEST_SERVICES_KAFKA_SSL_SERVERS:-127.0.0.1:$KAFKA_SSL_PORT}"
+  echo "export TEST_SERVICES_KAFKA_SSL_CA=\${TEST_SERVICES_KAFKA_SSL_CA:-$KAFKA_TLS/ca.pem}"
 }
 
 ensure_tools() {

@@ -1,9 +1,10 @@
-"""A broker that asks for a login: the SASL/PLAIN listener that
-`scripts/services.sh` starts beside the plain one.
+"""Brokers that ask for a login or speak TLS: the SASL/PLAIN and TLS listeners
+that `scripts/services.sh` starts beside the plain one.
 
 Settings pass through to librdkafka, the relay and consumers work with the
-right account, a refused login stops them with a clear error instead of
-retrying for ever, and the password shows in no error and no log line.
+right account and the right CA, a refused login stops them with a clear
+error instead of retrying for ever, and the password shows in no error and
+no log line.
 """
 
 from __future__ import annotations
@@ -56,6 +57,19 @@ def sasl_account(kafka_servers: str) -> SaslAccount:
     )
 
 
+@pytest.fixture
+def tls_listener(kafka_servers: str) -> tuple[str, str]:
+    """The test broker's TLS listener and the file of the CA that signed its certificate."""
+    del kafka_servers  # the same broker: required running
+    servers = os.environ.get("TEST_SERVICES_KAFKA_SSL_SERVERS", "")
+    if not servers:
+        pytest.fail(
+            "TEST_SERVICES_KAFKA_SSL_SERVERS is not set: run `make test`, or"
+            ' `eval "$(bash scripts/services.sh env)"`'
+        )
+    return servers, os.environ["TEST_SERVICES_KAFKA_SSL_CA"]
+
+
 def sasl_env(account: SaslAccount, password: str) -> dict[str, str]:
     """The settings a deployment would set for a secured broker."""
     return {
@@ -70,7 +84,11 @@ def sasl_env(account: SaslAccount, password: str) -> dict[str, str]:
 def config_from_settings(
     monkeypatch: pytest.MonkeyPatch, account: SaslAccount, password: str
 ) -> KafkaConfig:
-    for name, value in sasl_env(account, password).items():
+    return config_from_env(monkeypatch, sasl_env(account, password))
+
+
+def config_from_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> KafkaConfig:
+    for name, value in env.items():
         monkeypatch.setenv(name, value)
     return replace(KafkaConfig.from_settings(Settings()), partitions=PARTITIONS)
 
@@ -153,3 +171,22 @@ def test_the_relay_command_exits_on_a_refused_login_without_showing_the_password
     assert code == 1, err
     assert "error: Kafka refused the relay's login" in err
     assert WRONG_PASSWORD not in err
+
+
+def test_the_relay_and_consumers_speak_tls_to_a_broker_signed_by_the_configured_ca(
+    monkeypatch: pytest.MonkeyPatch, tls_listener: tuple[str, str], kafka_store: EventStore
+) -> None:
+    servers, ca = tls_listener
+    config = config_from_env(
+        monkeypatch,
+        {
+            "EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS": servers,
+            "EVENTSOURCE_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "EVENTSOURCE_KAFKA_SSL_CA_LOCATION": ca,
+        },
+    )
+    assert config.options == {"security.protocol": "SSL", "ssl.ca.location": ca}
+    records = populate(kafka_store, orders=4, items=2, customers=1)
+    with Relay(kafka_store, config) as relay:
+        assert relay.run(until_caught_up=True) == len(records)
+    assert read_everything(config, kafka_store, len(records)) == [r.position for r in records]

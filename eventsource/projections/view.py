@@ -83,7 +83,6 @@ class _TableState:
     defaults: Row
     names: frozenset[str] = frozenset()
     key_names: tuple[str, ...] = ()
-    key_names_set: frozenset[str] = frozenset()
     key_name: str | None = None  # the key column, when the key is one column
     key_of: Callable[[Row], Key] = tuple
     width: int = 0  # columns of the table
@@ -129,16 +128,16 @@ class View:
         self._ran_sql = False
         for table in tables:
             target = physical.get(table.name, table) if physical else table
+            key_names = tuple(c.name for c in target.primary_key.columns)
             self._states[id(table)] = _TableState(
                 logical=table,
                 physical=target,
                 key_columns=list(target.primary_key.columns),
                 defaults=_scalar_defaults(target),
                 names=frozenset(target.c.keys()),
-                key_names=tuple(c.name for c in target.primary_key.columns),
-                key_names_set=frozenset(c.name for c in target.primary_key.columns),
-                key_name=_single_key_name(target),
-                key_of=_key_getter(target),
+                key_names=key_names,
+                key_name=key_names[0] if len(key_names) == 1 else None,
+                key_of=_key_getter(key_names),
                 width=len(target.c),
             )
 
@@ -257,11 +256,11 @@ class View:
         """
         state = self._states.get(id(table)) or self._state(table)
         k = (key,) if type(key) in _SCALARS and len(state.key_names) == 1 else self._key(state, key)
-        if not state.names.issuperset(amounts) or not state.key_names_set.isdisjoint(amounts):
+        if not state.names.issuperset(amounts) or not amounts.keys().isdisjoint(state.key_names):
             self._check_columns(state, amounts)
             raise ConfigurationError(
                 f"increment of {state.logical.name!r} cannot change its key column(s)"
-                f" {[name for name in amounts if name in state.key_names_set]}"
+                f" {[name for name in amounts if name in state.key_names]}"
             )
         if not amounts:
             return
@@ -419,14 +418,8 @@ class View:
         return conn
 
 
-def _single_key_name(table: Table) -> str | None:
-    names = [c.name for c in table.primary_key.columns]
-    return names[0] if len(names) == 1 else None
-
-
-def _key_getter(table: Table) -> Callable[[Row], Key]:
-    """The key tuple of a row of `table` (several columns: `itemgetter` gives a tuple)."""
-    names = [c.name for c in table.primary_key.columns]
+def _key_getter(names: tuple[str, ...]) -> Callable[[Row], Key]:
+    """The key tuple of a row (several columns: `itemgetter` gives a tuple in C)."""
     if len(names) <= 1:
         return lambda row: tuple(row[name] for name in names)
     getter: Callable[[Row], Key] = itemgetter(*names)
@@ -688,8 +681,7 @@ def _json_rows(table: Table, columns: tuple[str, ...], rows: list[Row]) -> str |
     else:
         tuples = list(map(itemgetter(*columns), rows))
     for name, values in zip(columns, zip(*tuples, strict=True), strict=True):
-        kinds = set(map(type, values))
-        kinds.discard(type(None))
+        kinds = _kinds(values)
         if len(kinds) > 1:
             return None
         if float in kinds and not (
@@ -723,8 +715,14 @@ def _array_element_type(column_type: Any, conn: Connection) -> str:
 
 def _one_type(values: list[Any]) -> bool:
     """Whether the non-null values share one Python type (psycopg dumps no mixed arrays)."""
-    kinds = {type(v) for v in values if v is not None}
-    return len(kinds) <= 1
+    return len(_kinds(values)) <= 1
+
+
+def _kinds(values: Iterable[Any]) -> set[type]:
+    """The Python types of the non-null values."""
+    kinds = set(map(type, values))
+    kinds.discard(type(None))
+    return kinds
 
 
 def _scalar_defaults(table: Table) -> Row:

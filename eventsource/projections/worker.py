@@ -285,7 +285,7 @@ class Worker:
         owned = {(tp.topic, tp.partition) for tp in self._positions}
         # Usually all are: find out with one pass in C, and filter only if not.
         if owned.issuperset(map(_partition_of, messages)):
-            pending = list(messages)
+            pending = messages
         else:
             pending = [m for m in messages if (m.topic, m.partition) in owned]
         limit = len(pending)

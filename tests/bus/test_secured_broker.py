@@ -40,20 +40,24 @@ class SaslAccount:
     password: str
 
 
+def service_env(name: str) -> str:
+    """A variable `scripts/services.sh env` prints; a clear failure when it is unset."""
+    value = os.environ.get(name, "")
+    if not value:
+        pytest.fail(
+            f'{name} is not set: run `make test`, or `eval "$(bash scripts/services.sh env)"`'
+        )
+    return value
+
+
 @pytest.fixture
 def sasl_account(kafka_servers: str) -> SaslAccount:
     """The test broker's SASL/PLAIN listener and its account."""
     del kafka_servers  # the same broker: required running
-    servers = os.environ.get("TEST_SERVICES_KAFKA_SASL_SERVERS", "")
-    if not servers:
-        pytest.fail(
-            "TEST_SERVICES_KAFKA_SASL_SERVERS is not set: run `make test`, or"
-            ' `eval "$(bash scripts/services.sh env)"`'
-        )
     return SaslAccount(
-        servers,
-        os.environ["TEST_SERVICES_KAFKA_SASL_USERNAME"],
-        os.environ["TEST_SERVICES_KAFKA_SASL_PASSWORD"],
+        service_env("TEST_SERVICES_KAFKA_SASL_SERVERS"),
+        service_env("TEST_SERVICES_KAFKA_SASL_USERNAME"),
+        service_env("TEST_SERVICES_KAFKA_SASL_PASSWORD"),
     )
 
 
@@ -61,13 +65,7 @@ def sasl_account(kafka_servers: str) -> SaslAccount:
 def tls_listener(kafka_servers: str) -> tuple[str, str]:
     """The test broker's TLS listener and the file of the CA that signed its certificate."""
     del kafka_servers  # the same broker: required running
-    servers = os.environ.get("TEST_SERVICES_KAFKA_SSL_SERVERS", "")
-    if not servers:
-        pytest.fail(
-            "TEST_SERVICES_KAFKA_SSL_SERVERS is not set: run `make test`, or"
-            ' `eval "$(bash scripts/services.sh env)"`'
-        )
-    return servers, os.environ["TEST_SERVICES_KAFKA_SSL_CA"]
+    return service_env("TEST_SERVICES_KAFKA_SSL_SERVERS"), service_env("TEST_SERVICES_KAFKA_SSL_CA")
 
 
 def sasl_env(account: SaslAccount, password: str) -> dict[str, str]:

@@ -219,8 +219,8 @@ def test_rebuild_under_writes_swaps_a_complete_view(rig: Rig) -> None:
     time.sleep(0.5)  # writes, reads and the live worker go on after the swap
     last = writer.stop()
     rig.wait(Totals, last)
+    reader.stop()  # then a last check of the final view, from this thread alone
     reader.check()
-    reader.stop()
     live_stop.set()
     live.join()
 

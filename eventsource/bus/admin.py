@@ -115,6 +115,15 @@ class TopicAdmin:
                 if kafka_error(exc).code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
                     raise BusError(f"cannot delete topic {topic!r}: {exc}") from exc
             self._checked.discard(topic)
+        # The controller has deleted them; the broker's metadata follows a
+        # moment later. Return once it no longer lists them.
+        deadline = time.monotonic() + _TIMEOUT
+        while set(names) & set(self.list_topics()):
+            if time.monotonic() > deadline:
+                raise BusError(
+                    f"topics {sorted(names)} still listed {_TIMEOUT:.0f} s after deletion"
+                )
+            time.sleep(0.05)
 
 
 def _refuse_unsafe(topic: str, entries: dict[str, ConfigEntry]) -> None:

@@ -13,8 +13,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 from operator import itemgetter
 
@@ -48,6 +49,7 @@ from eventsource.projections.tables import create_missing
 from eventsource.projections.view import View
 from eventsource.store.engine import read_transaction, write_connection
 from eventsource.store.eventstore import EventStore, upgrade_schema
+from eventsource.switch_interval import short_switch_interval
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,27 @@ class BatchStats:
     messages: int = 0
     applied: int = 0
     retried: bool = False
+
+
+@dataclass
+class _OpenBatch:
+    """A folded batch whose transaction is still open."""
+
+    messages: Sequence[LogMessage]
+    moves: dict[TopicPartition, tuple[Position, int, int]]
+    transaction: ExitStack  # leaving it commits (or, on an error, rolls back)
+    conn: Connection
+    reaction: Reaction | None
+    advanced: dict[TopicPartition, Position] = field(default_factory=dict)
+
+
+@dataclass
+class _InFlight:
+    """A batch committing on the committer thread while the next one is read."""
+
+    batch: _OpenBatch
+    stats: BatchStats
+    done: Future[None]
 
 
 class _HandlerFailed(Exception):
@@ -146,6 +169,9 @@ class Worker:
         self._stopped_on = False
         self._started = False
         self._idle_checked = 0.0
+        self._committer: ThreadPoolExecutor | None = None
+        self._in_flight: _InFlight | None = None
+        self._resyncs = 0
 
     @property
     def kind(self) -> str:
@@ -181,6 +207,7 @@ class Worker:
         return [self.physical.get(t.name, t) for t in type(self.consumer).tables]
 
     def _on_assign(self, partitions: list[TopicPartition]) -> dict[TopicPartition, StartAt]:
+        self._settle(reapply=False)
         with self._transaction() as conn:
             loaded = positions.load(conn, self.key, partitions)
             fresh = all(p.revision == 0 for p in loaded.values()) and self._tables_empty(conn)
@@ -195,6 +222,9 @@ class Worker:
         return {tp: p.start for tp, p in loaded.items()}
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        # The batch in flight commits before the partitions go: their next
+        # owner starts from the positions it wrote.
+        self._settle(reapply=False)
         for tp in partitions:
             self._positions.pop(tp, None)
         self.view.clear_cache()
@@ -225,23 +255,54 @@ class Worker:
 
         Returns the number of messages applied. Raises `PoisonEvent` when a
         handler keeps failing and the consumer's `on_failure` is "stop".
+
+        A projection writing PostgreSQL commits each batch on a second
+        thread while the next batch is read, so the database's work overlaps
+        the log's. A batch is folded only once the one before it has
+        committed, and `run` returns only after the last one has.
         """
         stop = stop or threading.Event()
         self.start()
         before = self.applied
-        while not stop.is_set():
-            stats = self.step()
-            if on_batch is not None:
-                on_batch(self, stats)
-            if stats.messages == 0 and until_caught_up and self.log.caught_up():
-                break
+        ahead = self._commits_behind()
+        context = ExitStack()
+        if ahead:
+            self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"commit-{self.name}")
+            context.enter_context(short_switch_interval())
+        try:
+            while not stop.is_set():
+                stats = self._step_ahead() if ahead else self.step()
+                if on_batch is not None:
+                    on_batch(self, stats)
+                if stats.messages == 0 and until_caught_up and self.log.caught_up():
+                    break
+            self._settle(reapply=True)
+        finally:
+            self._settle(reapply=False)
+            committer, self._committer = self._committer, None
+            if committer is not None:
+                committer.shutdown()
+            context.close()
         with self._transaction() as conn:
             positions.set_status(conn, self.key, "stopped")
         return self.applied - before
 
+    def _commits_behind(self) -> bool:
+        """Whether `run` commits each batch on the committer thread.
+
+        Only a projection's, and only into PostgreSQL, whose work runs in its
+        own process. Python's sqlite3 gives up the GIL for every row it
+        steps, so a second thread writing SQLite would wait for the GIL once
+        per row behind the reading thread (measured: the rebuild ran 22%
+        slower). A reactor's batch holds the store's commit-order lock and is
+        usually small: it stays on one thread.
+        """
+        return self.engine.dialect.name == "postgresql" and not isinstance(self.consumer, Reactor)
+
     def step(self) -> BatchStats:
         """Poll one batch and apply it; returns what happened."""
         self.start()
+        self._settle(reapply=True)
         # A batch builds thousands of short-lived, acyclic objects: collect after it.
         with paused_gc():
             messages = self.log.poll(self.batch_size, self.poll_timeout)
@@ -251,6 +312,66 @@ class Worker:
             else:
                 self._check_when_idle()
         return stats
+
+    def _step_ahead(self) -> BatchStats:
+        """`step`, but the batch commits on the committer thread while the next is read."""
+        with paused_gc():
+            messages = self.log.poll(self.batch_size, self.poll_timeout)
+            stats = BatchStats(messages=len(messages))
+            if not self._settle(reapply=True):
+                return stats  # positions were re-read: what was polled is stale
+            if not messages:
+                self._check_when_idle()
+                return stats
+            pending = self._owned(messages)
+            if not pending:
+                return stats
+            try:
+                batch = self._fold_batch(pending)
+            except Exception as exc:
+                # The synchronous path sorts it out: retries, the culprit, poison.
+                self._apply(pending, stats, failed=_classified(exc))
+                return stats
+            assert self._committer is not None
+            done = self._committer.submit(self._finish_batch, batch)
+            self._in_flight = _InFlight(batch, stats, done)
+            stats.applied = len(pending)
+        return stats
+
+    def _settle(self, *, reapply: bool) -> bool:
+        """Wait for the batch in flight, if any. Returns False if positions were
+        re-read meanwhile (messages polled before are then stale).
+
+        If its commit failed, the batch is applied again the synchronous way
+        (`reapply`), or dropped: then its partitions are about to be assigned
+        afresh, from their stored positions.
+        """
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is None:
+            return True
+        try:
+            in_flight.done.result()
+        except BaseException as exc:
+            self.view.rollback()
+            in_flight.stats.applied = 0
+            if not reapply or not isinstance(exc, Exception):
+                if isinstance(exc, StalePosition):
+                    log.warning("%s; re-reading positions", exc)
+                else:
+                    log.warning(
+                        "%s %s: a batch failed to commit (%s); its partitions resume"
+                        " from their stored positions",
+                        self.kind,
+                        self.name,
+                        exc,
+                    )
+                return False
+            # The synchronous path sorts it out: retries, the culprit, poison, resync.
+            resyncs = self._resyncs
+            self._apply(in_flight.batch.messages, in_flight.stats, failed=_classified(exc))
+            return self._resyncs == resyncs
+        self._batch_done(in_flight.batch)
+        return True
 
     # How often an idle worker looks whether its positions moved under it.
     IDLE_CHECK_SECONDS = 1.0
@@ -280,20 +401,35 @@ class Worker:
             )
             self._resync()
 
-    def _apply(self, messages: list[LogMessage], stats: BatchStats) -> None:
-        # Messages of partitions revoked since the poll belong to another worker now.
+    def _owned(self, messages: Sequence[LogMessage]) -> Sequence[LogMessage]:
+        """The messages of partitions still ours: those revoked since the poll
+        belong to another worker now."""
         owned = {(tp.topic, tp.partition) for tp in self._positions}
         # Usually all are: find out with one pass in C, and filter only if not.
         if owned.issuperset(map(_partition_of, messages)):
-            pending = messages
-        else:
-            pending = [m for m in messages if (m.topic, m.partition) in owned]
+            return messages
+        return [m for m in messages if (m.topic, m.partition) in owned]
+
+    def _apply(
+        self,
+        messages: Sequence[LogMessage],
+        stats: BatchStats,
+        failed: BaseException | None = None,
+    ) -> None:
+        """Apply `messages`, retrying, finding the culprit and parking as needed.
+
+        `failed`: how a first attempt at the whole batch already failed.
+        """
+        pending = self._owned(messages)
         limit = len(pending)
         attempt = 0
         culprit: _HandlerFailed | None = None  # how pending[limit] failed, once known
         while pending:
             batch = pending[:limit]
             try:
+                if failed is not None:
+                    error, failed = failed, None
+                    raise error
                 if limit == 0 and culprit is not None:
                     # Its first attempt failed already: retry it alone, or it is poison.
                     batch = pending[:1]
@@ -391,31 +527,56 @@ class Worker:
         try:
             self._commit_batch(messages)
         except (OperationalError, InterfaceError) as exc:
-            if transient(exc):
-                raise
-            raise _HandlerFailed(None, exc) from exc
+            raise _classified(exc) from exc
 
     def _commit_batch(self, messages: Sequence[LogMessage]) -> None:
+        batch = self._fold_batch(messages)
+        try:
+            self._finish_batch(batch)
+        except BaseException:
+            self.view.rollback()
+            raise
+        self._batch_done(batch)
+
+    def _fold_batch(self, messages: Sequence[LogMessage]) -> _OpenBatch:
+        """Open the batch's transaction and fold the batch into the view (nothing
+        written yet); on failure the transaction is rolled back."""
         moves = self._moves(messages)
+        stack = ExitStack()
+        conn = stack.enter_context(self._transaction())
         reaction: Reaction | None = None
         try:
-            with self._transaction() as conn:
-                self.view.begin(conn)
-                if self.store is not None:
-                    reaction = Reaction(self.store, conn, self.view, owner=self.key)
-                blocked = self._blocked(conn)
-                parked = self._fold(messages, reaction, blocked)
-                for message in parked:
-                    deadletters.park(
-                        conn,
-                        self.key,
-                        message,
-                        "waits behind a parked event of its stream",
-                        deadletters.BLOCKED,
-                    )
-                if self._stopped_on:
-                    moved = {(tp.topic, tp.partition): m[1] for tp, m in moves.items()}
-                    deadletters.resolve_stopped(conn, self.key, moved)
+            self.view.begin(conn)
+            if self.store is not None:
+                reaction = Reaction(self.store, conn, self.view, owner=self.key)
+            blocked = self._blocked(conn)
+            parked = self._fold(messages, reaction, blocked)
+            for message in parked:
+                deadletters.park(
+                    conn,
+                    self.key,
+                    message,
+                    "waits behind a parked event of its stream",
+                    deadletters.BLOCKED,
+                )
+            if self._stopped_on:
+                moved = {(tp.topic, tp.partition): m[1] for tp, m in moves.items()}
+                deadletters.resolve_stopped(conn, self.key, moved)
+        except BaseException as exc:
+            self.view.rollback()
+            stack.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return _OpenBatch(messages, moves, stack, conn, reaction)
+
+    def _finish_batch(self, batch: _OpenBatch) -> None:
+        """Write a folded batch's rows and positions and commit (or roll back).
+
+        Touches nothing the next poll uses, so it may run on the committer
+        thread while the next batch is read.
+        """
+        reaction = batch.reaction
+        try:
+            with batch.transaction:
                 try:
                     self.view.flush()
                 except _DETERMINISTIC as exc:
@@ -423,9 +584,8 @@ class Worker:
                     raise _HandlerFailed(None, exc) from exc
                 if reaction is not None:
                     reaction.flush()
-                advanced = positions.advance(conn, self.key, moves)
+                batch.advanced = positions.advance(batch.conn, self.key, batch.moves)
         except IntegrityError as exc:
-            self.view.rollback()
             if reaction is not None and self.store is not None:
                 # Appends are serialised (the commit-order lock), so no other
                 # writer ran during the batch: the conflict is the batch's own
@@ -433,12 +593,12 @@ class Worker:
                 conflict = self.store.conflict_error(reaction.pending_records(), exc)
                 raise _HandlerFailed(None, conflict) from exc
             raise
-        except BaseException:
-            self.view.rollback()
-            raise
+
+    def _batch_done(self, batch: _OpenBatch) -> None:
+        """The batch committed: the view's cache and our positions move on."""
         self.view.commit()
-        self._positions.update(advanced)
-        self.applied += len(messages)
+        self._positions.update(batch.advanced)
+        self.applied += len(batch.messages)
 
     def _blocked(self, conn: Connection) -> set[str]:
         """Streams with parked events (park mode), read under the replay lock."""
@@ -541,6 +701,7 @@ class Worker:
         If a rebuild swapped in another version of the projection, this
         (older) code must not write to it: stop.
         """
+        self._resyncs += 1
         self.view.clear_cache()
         with self._transaction() as conn:
             if self.check_version:
@@ -580,6 +741,15 @@ class Worker:
 
     def close(self) -> None:
         self.log.close()
+
+
+def _classified(exc: BaseException) -> BaseException:
+    """A database error the same batch would hit again becomes the batch's failure."""
+    if isinstance(exc, (OperationalError, InterfaceError)) and not transient(exc):
+        failure = _HandlerFailed(None, exc)
+        failure.__cause__ = exc
+        return failure
+    return exc
 
 
 def _require(engine: Engine | None) -> Engine:

@@ -318,6 +318,8 @@ class Worker:
         with paused_gc():
             messages = self.log.poll(self.batch_size, self.poll_timeout)
             stats = BatchStats(messages=len(messages))
+            # Decoding needs nothing from the database: do it while the commit runs too.
+            decoded: Sequence[Event | DecodeError | None] | None = self._decode_ahead(messages)
             if not self._settle(reapply=True):
                 return stats  # positions were re-read: what was polled is stale
             if not messages:
@@ -326,8 +328,10 @@ class Worker:
             pending = self._owned(messages)
             if not pending:
                 return stats
+            if pending is not messages:
+                decoded = None  # no longer in step with the messages
             try:
-                batch = self._fold_batch(pending)
+                batch = self._fold_batch(pending, decoded)
             except Exception as exc:
                 # The synchronous path sorts it out: retries, the culprit, poison.
                 self._apply(pending, stats, failed=_classified(exc))
@@ -538,7 +542,11 @@ class Worker:
             raise
         self._batch_done(batch)
 
-    def _fold_batch(self, messages: Sequence[LogMessage]) -> _OpenBatch:
+    def _fold_batch(
+        self,
+        messages: Sequence[LogMessage],
+        decoded: Sequence[Event | DecodeError | None] | None = None,
+    ) -> _OpenBatch:
         """Open the batch's transaction and fold the batch into the view (nothing
         written yet); on failure the transaction is rolled back."""
         moves = self._moves(messages)
@@ -550,7 +558,9 @@ class Worker:
             if self.store is not None:
                 reaction = Reaction(self.store, conn, self.view, owner=self.key)
             blocked = self._blocked(conn)
-            parked = self._fold(messages, reaction, blocked)
+            if decoded is None:
+                decoded = self._decode_ahead(messages)
+            parked = self._fold(messages, reaction, blocked, decoded)
             for message in parked:
                 deadletters.park(
                     conn,
@@ -607,14 +617,39 @@ class Worker:
         deadletters.lock(conn, self.key)
         return deadletters.blocked_streams(conn, self.key)
 
-    def _fold(
-        self, messages: Sequence[LogMessage], reaction: Reaction | None, blocked: set[str]
-    ) -> list[LogMessage]:
-        """Apply each message's handler; return the messages parked behind others."""
-        # The loop runs for every event of a rebuild: look things up once.
-        handlers = _Handlers(type(self.consumer).handler_for)
+    def _decode_ahead(self, messages: Sequence[LogMessage]) -> list[Event | DecodeError | None]:
+        """Each message's event, or why it has none (None: not wanted, or no
+        record), decoded before the batch's turn to fold comes."""
         wanted_types = self._wanted_types
         decode = self.codec.decode
+        out: list[Event | DecodeError | None] = []
+        for message in messages:
+            record = message.record
+            wanted = None if record is None else wanted_types.get(record.event_type)
+            if record is None or not (
+                self._wanted(record.event_type) if wanted is None else wanted
+            ):
+                out.append(None)
+                continue
+            try:
+                out.append(decode(record))
+            except DecodeError as exc:
+                out.append(exc)
+        return out
+
+    def _fold(
+        self,
+        messages: Sequence[LogMessage],
+        reaction: Reaction | None,
+        blocked: set[str],
+        decoded: Sequence[Event | DecodeError | None],
+    ) -> list[LogMessage]:
+        """Apply each message's handler; return the messages parked behind others.
+
+        `decoded`: the messages' events, from `_decode_ahead`.
+        """
+        # The loop runs for every event of a rebuild: look things up once.
+        handlers = _Handlers(type(self.consumer).handler_for)
         consumer, view = self.consumer, self.view
         parked: list[LogMessage] = []
         for index, message in enumerate(messages):
@@ -624,16 +659,14 @@ class Worker:
             if blocked and record.stream_id in blocked:
                 parked.append(message)
                 continue
-            wanted = wanted_types.get(record.event_type)
-            if not (self._wanted(record.event_type) if wanted is None else wanted):
+            event = decoded[index]
+            if event is None:
                 continue
-            try:
-                event = decode(record)
-            except DecodeError as exc:
-                located = exc.at(
+            if isinstance(event, DecodeError):
+                located = event.at(
                     topic=message.topic, partition=message.partition, offset=message.offset
                 )
-                raise _HandlerFailed(index, located) from exc
+                raise _HandlerFailed(index, located) from event
             handler = handlers[type(event)]
             if handler is None:
                 continue

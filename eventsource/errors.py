@@ -14,7 +14,7 @@
     ├── BusError                             the log (Kafka or embedded) failed
     │   ├── RelayFenced                      another relay took over the same store
     │   ├── TopicConfigError                 a topic exists with unsafe settings
-    │   └── KafkaAuthenticationError         the broker refused the client's login
+    │   └── KafkaAuthenticationError         a refused login, or an untrusted broker certificate
     └── ProjectionError
         ├── StalePosition                    a newer worker owns the partition
         ├── PoisonEvent                      a handler kept failing on one event
@@ -162,7 +162,8 @@ class RelayFenced(BusError):
 
 
 class KafkaAuthenticationError(BusError):
-    """The broker refused the client's credentials (SASL or SSL): retrying will not help."""
+    """The broker refused the client's credentials, or the client does not trust the
+    broker's TLS certificate: retrying will not help."""
 
 
 class TopicConfigError(BusError):

@@ -135,26 +135,41 @@ def kafka_error(exc: KafkaException) -> KafkaError:
 
 class ClientErrors:
     """librdkafka's error callback for one client: logs every error as
-    `_log_error` does and remembers a refused login, which librdkafka would
-    otherwise retry for ever while the client's calls time out."""
+    `_log_error` does and remembers a refused login or an untrusted broker
+    certificate, which librdkafka would otherwise retry for ever while the
+    client's calls time out."""
 
     def __init__(self) -> None:
         self.refused: KafkaError | None = None
 
     def __call__(self, error: KafkaError) -> None:
         _log_error(error)
-        if error.code() == KafkaError._AUTHENTICATION:
+        if error.code() == KafkaError._AUTHENTICATION or _untrusted(error):
             self.refused = error
 
     def raise_if_refused(self, client: str) -> None:
-        """Raise `KafkaAuthenticationError` if the broker refused this client's login."""
-        if self.refused is not None:
+        """Raise `KafkaAuthenticationError` if the broker refused this client's
+        login, or this client did not trust the broker's certificate."""
+        if self.refused is None:
+            return
+        if _untrusted(self.refused):
             raise KafkaAuthenticationError(
-                f"Kafka refused the {client}'s login: {self.refused.str()}; check the"
-                " security settings (EVENTSOURCE_KAFKA_SECURITY_PROTOCOL,"
-                " EVENTSOURCE_KAFKA_SASL_MECHANISM, EVENTSOURCE_KAFKA_SASL_USERNAME,"
-                " EVENTSOURCE_KAFKA_SASL_PASSWORD, EVENTSOURCE_KAFKA_CONFIG)"
+                f"the {client} does not trust Kafka's certificate: {self.refused.str()};"
+                " check EVENTSOURCE_KAFKA_SSL_CA_LOCATION (the CA that signed the brokers'"
+                " certificates) and that the bootstrap servers are named as in them"
             )
+        raise KafkaAuthenticationError(
+            f"Kafka refused the {client}'s login: {self.refused.str()}; check the"
+            " security settings (EVENTSOURCE_KAFKA_SECURITY_PROTOCOL,"
+            " EVENTSOURCE_KAFKA_SASL_MECHANISM, EVENTSOURCE_KAFKA_SASL_USERNAME,"
+            " EVENTSOURCE_KAFKA_SASL_PASSWORD, EVENTSOURCE_KAFKA_CONFIG)"
+        )
+
+
+def _untrusted(error: KafkaError) -> bool:
+    # A failed handshake can be a broker going away mid-way (retried); a
+    # certificate that does not verify fails the same way every time.
+    return error.code() == KafkaError._SSL and "certificate verify failed" in error.str()
 
 
 def _log_error(error: Any) -> None:

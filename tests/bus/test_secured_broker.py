@@ -188,3 +188,29 @@ def test_the_relay_and_consumers_speak_tls_to_a_broker_signed_by_the_configured_
     with Relay(kafka_store, config) as relay:
         assert relay.run(until_caught_up=True) == len(records)
     assert read_everything(config, kafka_store, len(records)) == [r.position for r in records]
+
+
+def test_a_broker_certificate_not_signed_by_a_trusted_ca_stops_the_relay_and_consumers(
+    monkeypatch: pytest.MonkeyPatch, tls_listener: tuple[str, str], kafka_store: EventStore
+) -> None:
+    servers, _ = tls_listener  # the system's CAs did not sign the test broker's certificate
+    config = config_from_env(
+        monkeypatch,
+        {
+            "EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS": servers,
+            "EVENTSOURCE_KAFKA_SECURITY_PROTOCOL": "SSL",
+        },
+    )
+    populate(kafka_store, orders=1, items=1, customers=1)
+    started = time.monotonic()
+    with pytest.raises(KafkaAuthenticationError) as untrusted, Relay(kafka_store, config) as relay:
+        relay.run(until_caught_up=True)
+    assert time.monotonic() - started < 30
+    assert "the relay does not trust Kafka's certificate" in str(untrusted.value)
+    assert "certificate verify failed" in str(untrusted.value)
+    assert "EVENTSOURCE_KAFKA_SSL_CA_LOCATION" in str(untrusted.value)
+
+    with KafkaLogConsumer(config) as consumer:
+        consumer.assign({TopicPartition(kafka_store.topic_for("order"), 0): StartAt(0)})
+        with pytest.raises(KafkaAuthenticationError, match="consumer does not trust"):
+            poll_for(consumer, seconds=30)

@@ -15,7 +15,6 @@ absent, so folding a rebuild never reads the database at all.
 from __future__ import annotations
 
 import math
-import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -88,8 +87,7 @@ class _TableState:
     key_of: Callable[[Row], Key] = tuple
     width: int = 0  # columns of the table
     # Bulk upserts by column set (None: not possible for those columns):
-    # PostgreSQL's JSON or unnest statement, SQLite's JSON statement or its SQL
-    # with its bind processors.
+    # PostgreSQL's unnest statement, SQLite's SQL with its bind processors.
     # Keyed by (columns, additive): an additive upsert adds to the stored values.
     json: dict[tuple[tuple[str, ...], bool], str | None] = field(default_factory=dict)
     unnest: dict[tuple[tuple[str, ...], bool], TextClause | None] = field(default_factory=dict)
@@ -495,14 +493,7 @@ def _upsert(
     elif conn.dialect.name == "sqlite":
         driver = _driver_upsert(conn, state, columns, add)
         if driver is not None:
-            params = _driver_rows(driver, rows)
-            if len(params) > 1:
-                from_json = _sqlite_json_statement(conn, state, driver.names, add)
-                payload = _sqlite_json_rows(params) if from_json is not None else None
-                if from_json is not None and payload is not None:
-                    conn.exec_driver_sql(from_json, (payload,))
-                    return
-            conn.exec_driver_sql(driver.sql, params)
+            conn.exec_driver_sql(driver.sql, _driver_rows(driver, rows))
             return
     conn.execute(_upsert_statement(conn, state, columns, add=add), rows)
 
@@ -576,59 +567,6 @@ def _driver_rows(driver: _DriverUpsert, rows: list[Row]) -> list[tuple[Any, ...]
         tuple([row[name] if process is None else process(row[name]) for name, process in pairs])
         for row in rows
     ]
-
-
-# json_each and json_extract are part of every SQLite build from 3.38 on.
-_SQLITE_JSON = sqlite3.sqlite_version_info >= (3, 38)
-_INT64 = (-(2**63), 2**63 - 1)
-
-
-def _sqlite_json_statement(
-    conn: Connection, state: _TableState, names: tuple[str, ...], add: bool
-) -> str | None:
-    """One `INSERT ... SELECT FROM json_each(<the rows>) ON CONFLICT` for a
-    column set, as driver SQL with one parameter.
-
-    `executemany` steps SQLite once per row, and Python's sqlite3 lets go
-    of the GIL and takes it back at every step; one statement is one step,
-    and SQLite reads the JSON faster than it binds the rows (measured: 0.94
-    against 1.48 µs a row).
-    """
-    if (names, add) in state.json:
-        return state.json[names, add]
-    statement: str | None = None
-    if _SQLITE_JSON:
-        quote = conn.dialect.identifier_preparer.quote
-        values = ", ".join(f"json_extract(value, '$[{i}]')" for i in range(len(names)))
-        target = conn.dialect.identifier_preparer.format_table(state.physical)
-        # WHERE true: without it SQLite would read ON CONFLICT as part of the join.
-        statement = (
-            f"INSERT INTO {target} AS _target ({', '.join(quote(name) for name in names)})"
-            f" SELECT {values} FROM json_each(?) WHERE true"
-            f" {_conflict_action(conn, state, names, add)}"
-        )
-    state.json[names, add] = statement
-    return statement
-
-
-def _sqlite_json_rows(params: list[tuple[Any, ...]]) -> str | None:
-    """The driver's rows as a JSON array of arrays, or None when SQLite would not
-    read them back exactly: only text, 64-bit integers and NULL go (floats
-    would be parsed again by SQLite's own reader, blobs cannot go at all)."""
-    for values in zip(*params, strict=True):
-        kinds = _kinds(values)
-        if not kinds <= {str, int, bool}:
-            return None
-        if int in kinds:
-            numbers = [v for v in values if type(v) is int]
-            if min(numbers) < _INT64[0] or max(numbers) > _INT64[1]:
-                return None
-    try:
-        payload = orjson.dumps(params).decode()
-    except TypeError:  # orjson.JSONEncodeError: a lone surrogate
-        return None
-    # A NUL would end the text early in SQLite's JSON reader: bind such rows.
-    return None if "\\u0000" in payload else payload
 
 
 def _fills_in(table: Table, columns: tuple[str, ...]) -> bool:

@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_ca_location: str | None = None
+    # A client certificate, for brokers that ask for one (mutual TLS).
+    kafka_ssl_certificate_location: str | None = None
+    kafka_ssl_key_location: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
     # Any other librdkafka option, as JSON: EVENTSOURCE_KAFKA_CONFIG='{"client.rack": "a"}'
     kafka_config: dict[str, SecretStr] = Field(default_factory=dict)
     topic_partitions: int = 6
@@ -88,6 +92,9 @@ class Settings(BaseSettings):
             "sasl.username": self.kafka_sasl_username,
             "sasl.password": self.kafka_sasl_password,
             "ssl.ca.location": self.kafka_ssl_ca_location,
+            "ssl.certificate.location": self.kafka_ssl_certificate_location,
+            "ssl.key.location": self.kafka_ssl_key_location,
+            "ssl.key.password": self.kafka_ssl_key_password,
         }
         for key, value in optional.items():
             if value is not None:

@@ -22,8 +22,10 @@ KAFKA_CONTROLLER_PORT="${EVENTSOURCE_KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_SASL_PORT="${EVENTSOURCE_KAFKA_SASL_PORT:-9094}"
 KAFKA_SASL_USER="eventsource"
 KAFKA_SASL_PASSWORD="eventsource-sasl-secret"
-# And a third that speaks TLS, with a certificate from a test CA made here.
+# And a third that speaks TLS, with a certificate from a test CA made here,
+# and a fourth that also asks each client for a certificate from that CA.
 KAFKA_SSL_PORT="${EVENTSOURCE_KAFKA_SSL_PORT:-9095}"
+KAFKA_MTLS_PORT="${EVENTSOURCE_KAFKA_MTLS_PORT:-9096}"
 KAFKA_TLS="$STATE/kafka-tls"
 KAFKA_HOME="$STATE/kafka-$KAFKA_VERSION"
 KAFKA_DATA="$STATE/kafka-data"
@@ -129,25 +131,35 @@ kafka_fetch() {
 }
 
 kafka_tls() {
-  [ -f "$KAFKA_TLS/keystore.pem" ] && return 0
+  [ -f "$KAFKA_TLS/keystore.pem" ] && [ -f "$KAFKA_TLS/client.pem" ] && return 0
   command -v openssl >/dev/null || apt_install openssl
-  log "making a test CA and the broker's TLS certificate in $KAFKA_TLS"
-  rm -rf "$KAFKA_TLS"
   mkdir -p "$KAFKA_TLS"
+  if [ ! -f "$KAFKA_TLS/keystore.pem" ]; then
+    log "making a test CA and the broker's TLS certificate in $KAFKA_TLS"
+    (
+      cd "$KAFKA_TLS"
+      openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
+        -subj "/CN=eventsource test CA" 2>/dev/null
+      openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr \
+        -subj "/CN=127.0.0.1" 2>/dev/null
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >san.ext
+      openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+        -out server.pem -days 3650 -extfile san.ext 2>/dev/null
+      # Kafka reads a PEM keystore: the PKCS#8 key, then the certificate chain.
+      openssl pkcs8 -topk8 -nocrypt -in server.key -out server.pk8
+      cat server.pk8 server.pem ca.pem >keystore.pem.tmp
+      mv keystore.pem.tmp keystore.pem
+    ) || die "could not make the test TLS certificates in $KAFKA_TLS"
+  fi
+  log "making a client certificate from the test CA in $KAFKA_TLS"
   (
     cd "$KAFKA_TLS"
-    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
-      -subj "/CN=eventsource test CA" 2>/dev/null
-    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr \
-      -subj "/CN=127.0.0.1" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >san.ext
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
-      -out server.pem -days 3650 -extfile san.ext 2>/dev/null
-    # Kafka reads a PEM keystore: the PKCS#8 key, then the certificate chain.
-    openssl pkcs8 -topk8 -nocrypt -in server.key -out server.pk8
-    cat server.pk8 server.pem ca.pem >keystore.pem.tmp
-    mv keystore.pem.tmp keystore.pem
-  ) || die "could not make the test TLS certificates in $KAFKA_TLS"
+    openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr \
+      -subj "/CN=eventsource test client" 2>/dev/null
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+      -out client.pem.tmp -days 3650 2>/dev/null
+    mv client.pem.tmp client.pem
+  ) || die "could not make the test client certificate in $KAFKA_TLS"
 }
 
 kafka_config() {
@@ -158,12 +170,17 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT,SSL://127.0.0.1:$KAFKA_SSL_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT,SSL://127.0.0.1:$KAFKA_SSL_PORT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT,SSL://127.0.0.1:$KAFKA_SSL_PORT,MTLS://127.0.0.1:$KAFKA_MTLS_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,SASL_PLAINTEXT://127.0.0.1:$KAFKA_SASL_PORT,SSL://127.0.0.1:$KAFKA_SSL_PORT,MTLS://127.0.0.1:$KAFKA_MTLS_PORT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,MTLS:SSL,CONTROLLER:PLAINTEXT
 listener.name.ssl.ssl.keystore.type=PEM
 listener.name.ssl.ssl.keystore.location=$KAFKA_TLS/keystore.pem
 listener.name.ssl.ssl.client.auth=none
+listener.name.mtls.ssl.keystore.type=PEM
+listener.name.mtls.ssl.keystore.location=$KAFKA_TLS/keystore.pem
+listener.name.mtls.ssl.truststore.type=PEM
+listener.name.mtls.ssl.truststore.location=$KAFKA_TLS/ca.pem
+listener.name.mtls.ssl.client.auth=required
 inter.broker.listener.name=PLAINTEXT
 sasl.enabled.mechanisms=PLAIN
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$KAFKA_SASL_USER="$KAFKA_SASL_PASSWORD";
@@ -284,7 +301,7 @@ kafka_stop() {
 
 kafka_status() {
   if kafka_running && kafka_answers; then
-    echo "kafka: running on 127.0.0.1:$KAFKA_PORT, SASL/PLAIN on 127.0.0.1:$KAFKA_SASL_PORT, TLS on 127.0.0.1:$KAFKA_SSL_PORT (Apache Kafka $KAFKA_VERSION, KRaft, pid $(cat "$KAFKA_PID"))"
+    echo "kafka: running on 127.0.0.1:$KAFKA_PORT, SASL/PLAIN on 127.0.0.1:$KAFKA_SASL_PORT, TLS on 127.0.0.1:$KAFKA_SSL_PORT, TLS with client certificates on 127.0.0.1:$KAFKA_MTLS_PORT (Apache Kafka $KAFKA_VERSION, KRaft, pid $(cat "$KAFKA_PID"))"
   elif kafka_running; then
     echo "kafka: starting or unresponsive (pid $(cat "$KAFKA_PID"))"
   else
@@ -305,6 +322,10 @@ print_env() {
   # Its TLS listener and the CA that signed its certificate (the same tests).
   echo "export TEST_SERVICES_KAFKA_SSL_SERVERS=\${TEST_SERVICES_KAFKA_SSL_SERVERS:-127.0.0.1:$KAFKA_SSL_PORT}"
   echo "export TEST_SERVICES_KAFKA_SSL_CA=\${TEST_SERVICES_KAFKA_SSL_CA:-$KAFKA_TLS/ca.pem}"
+  # The listener that asks for a client certificate, and one that the CA signed.
+  echo "export TEST_SERVICES_KAFKA_MTLS_SERVERS=\${TEST_SERVICES_KAFKA_MTLS_SERVERS:-127.0.0.1:$KAFKA_MTLS_PORT}"
+  echo "export TEST_SERVICES_KAFKA_MTLS_CERT=\${TEST_SERVICES_KAFKA_MTLS_CERT:-$KAFKA_TLS/client.pem}"
+  echo "export TEST_SERVICES_KAFKA_MTLS_KEY=\${TEST_SERVICES_KAFKA_MTLS_KEY:-$KAFKA_TLS/client.key}"
 }
 
 ensure_tools() {

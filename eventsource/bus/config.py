@@ -135,41 +135,79 @@ def kafka_error(exc: KafkaException) -> KafkaError:
 
 class ClientErrors:
     """librdkafka's error callback for one client: logs every error as
-    `_log_error` does and remembers a refused login or an untrusted broker
-    certificate, which librdkafka would otherwise retry for ever while the
-    client's calls time out."""
+    `_log_error` does and remembers the errors that retrying cannot cure (a
+    refused login, a broker certificate this client does not trust, a client
+    certificate the broker does not accept), which librdkafka would
+    otherwise retry for ever while the client's calls time out."""
 
     def __init__(self) -> None:
         self.refused: KafkaError | None = None
 
     def __call__(self, error: KafkaError) -> None:
         _log_error(error)
-        if error.code() == KafkaError._AUTHENTICATION or _untrusted(error):
+        if _refusal(error) is not None:
             self.refused = error
 
     def raise_if_refused(self, client: str) -> None:
-        """Raise `KafkaAuthenticationError` if the broker refused this client's
-        login, or this client did not trust the broker's certificate."""
+        """Raise `KafkaAuthenticationError` if the broker and this client could
+        not agree on who the other is."""
         if self.refused is None:
             return
-        if _untrusted(self.refused):
+        reason = self.refused.str()
+        kind = _refusal(self.refused)
+        if kind == _SERVER_CERTIFICATE:
             raise KafkaAuthenticationError(
-                f"the {client} does not trust Kafka's certificate: {self.refused.str()};"
-                " check EVENTSOURCE_KAFKA_SSL_CA_LOCATION (the CA that signed the brokers'"
+                f"the {client} does not trust Kafka's certificate: {reason}; check"
+                " EVENTSOURCE_KAFKA_SSL_CA_LOCATION (the CA that signed the brokers'"
                 " certificates) and that the bootstrap servers are named as in them"
             )
+        if kind == _CLIENT_CERTIFICATE:
+            raise KafkaAuthenticationError(
+                f"Kafka refused the {client}'s TLS client certificate: {reason}; check"
+                " EVENTSOURCE_KAFKA_SSL_CERTIFICATE_LOCATION and"
+                " EVENTSOURCE_KAFKA_SSL_KEY_LOCATION (a certificate that the brokers'"
+                " CA signed, and its key)"
+            )
         raise KafkaAuthenticationError(
-            f"Kafka refused the {client}'s login: {self.refused.str()}; check the"
+            f"Kafka refused the {client}'s login: {reason}; check the"
             " security settings (EVENTSOURCE_KAFKA_SECURITY_PROTOCOL,"
             " EVENTSOURCE_KAFKA_SASL_MECHANISM, EVENTSOURCE_KAFKA_SASL_USERNAME,"
             " EVENTSOURCE_KAFKA_SASL_PASSWORD, EVENTSOURCE_KAFKA_CONFIG)"
         )
 
 
-def _untrusted(error: KafkaError) -> bool:
-    # A failed handshake can be a broker going away mid-way (retried); a
-    # certificate that does not verify fails the same way every time.
-    return error.code() == KafkaError._SSL and "certificate verify failed" in error.str()
+_LOGIN = "login"
+_SERVER_CERTIFICATE = "server certificate"
+_CLIENT_CERTIFICATE = "client certificate"
+# The TLS alerts a broker sends when it does not accept the client's
+# certificate (or the client sent none).
+_CLIENT_CERTIFICATE_ALERTS = (
+    "alert bad certificate",
+    "alert certificate required",
+    "alert unknown ca",
+    "alert certificate unknown",
+    "alert certificate expired",
+    "alert certificate revoked",
+)
+
+
+def _refusal(error: KafkaError) -> str | None:
+    """Which identity check failed, if `error` is one that retrying cannot cure.
+
+    A failed handshake can also be a broker going away mid-way (retried);
+    a certificate that does not verify fails the same way every time.
+    """
+    code = error.code()
+    if code == KafkaError._AUTHENTICATION:
+        return _LOGIN
+    if code not in (KafkaError._SSL, KafkaError._TRANSPORT):
+        return None
+    text = error.str()
+    if code == KafkaError._SSL and "certificate verify failed" in text:
+        return _SERVER_CERTIFICATE
+    if any(alert in text for alert in _CLIENT_CERTIFICATE_ALERTS):
+        return _CLIENT_CERTIFICATE
+    return None
 
 
 def _log_error(error: Any) -> None:

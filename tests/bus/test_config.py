@@ -107,6 +107,23 @@ def test_settings_fill_the_config_and_its_repr_hides_secrets(
     assert "pa55-w0rd" not in repr(Settings())
 
 
+def test_a_client_certificate_comes_from_its_own_settings_and_its_key_password_is_hidden(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS", "b1:9093")
+    monkeypatch.setenv("EVENTSOURCE_KAFKA_SECURITY_PROTOCOL", "SSL")
+    monkeypatch.setenv("EVENTSOURCE_KAFKA_SSL_CERTIFICATE_LOCATION", "/etc/kafka/client.pem")
+    monkeypatch.setenv("EVENTSOURCE_KAFKA_SSL_KEY_LOCATION", "/etc/kafka/client.key")
+    monkeypatch.setenv("EVENTSOURCE_KAFKA_SSL_KEY_PASSWORD", "k3y-pa55")
+    config = KafkaConfig.from_settings(Settings())
+    client = config.client()
+    assert client["ssl.certificate.location"] == "/etc/kafka/client.pem"
+    assert client["ssl.key.location"] == "/etc/kafka/client.key"
+    assert client["ssl.key.password"] == "k3y-pa55"
+    assert "k3y-pa55" not in repr(config)
+    assert "k3y-pa55" not in repr(Settings())
+
+
 def test_without_bootstrap_servers_kafka_is_not_configured() -> None:
     with pytest.raises(ConfigurationError, match="EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS"):
         KafkaConfig.from_settings(Settings())

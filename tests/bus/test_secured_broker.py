@@ -68,6 +68,27 @@ def tls_listener(kafka_servers: str) -> tuple[str, str]:
     return service_env("TEST_SERVICES_KAFKA_SSL_SERVERS"), service_env("TEST_SERVICES_KAFKA_SSL_CA")
 
 
+@dataclass(frozen=True)
+class MutualTls:
+    servers: str
+    ca: str
+    certificate: str
+    key: str
+
+
+@pytest.fixture
+def mtls_listener(kafka_servers: str) -> MutualTls:
+    """The test broker's listener that asks each client for a certificate from
+    the test CA, and a client certificate and key that the CA signed."""
+    del kafka_servers  # the same broker: required running
+    return MutualTls(
+        service_env("TEST_SERVICES_KAFKA_MTLS_SERVERS"),
+        service_env("TEST_SERVICES_KAFKA_SSL_CA"),
+        service_env("TEST_SERVICES_KAFKA_MTLS_CERT"),
+        service_env("TEST_SERVICES_KAFKA_MTLS_KEY"),
+    )
+
+
 def sasl_env(account: SaslAccount, password: str) -> dict[str, str]:
     """The settings a deployment would set for a secured broker."""
     return {
@@ -213,4 +234,49 @@ def test_a_broker_certificate_not_signed_by_a_trusted_ca_stops_the_relay_and_con
     with KafkaLogConsumer(config) as consumer:
         consumer.assign({TopicPartition(kafka_store.topic_for("order"), 0): StartAt(0)})
         with pytest.raises(KafkaAuthenticationError, match="consumer does not trust"):
+            poll_for(consumer, seconds=30)
+
+
+def test_the_relay_and_consumers_show_a_client_certificate_to_a_broker_that_asks_for_one(
+    monkeypatch: pytest.MonkeyPatch, mtls_listener: MutualTls, kafka_store: EventStore
+) -> None:
+    config = config_from_env(
+        monkeypatch,
+        {
+            "EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS": mtls_listener.servers,
+            "EVENTSOURCE_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "EVENTSOURCE_KAFKA_SSL_CA_LOCATION": mtls_listener.ca,
+            "EVENTSOURCE_KAFKA_SSL_CERTIFICATE_LOCATION": mtls_listener.certificate,
+            "EVENTSOURCE_KAFKA_SSL_KEY_LOCATION": mtls_listener.key,
+        },
+    )
+    assert config.options["ssl.certificate.location"] == mtls_listener.certificate
+    records = populate(kafka_store, orders=4, items=2, customers=1)
+    with Relay(kafka_store, config) as relay:
+        assert relay.run(until_caught_up=True) == len(records)
+    assert read_everything(config, kafka_store, len(records)) == [r.position for r in records]
+
+
+def test_a_broker_that_refuses_the_client_certificate_stops_the_relay_and_consumers(
+    monkeypatch: pytest.MonkeyPatch, mtls_listener: MutualTls, kafka_store: EventStore
+) -> None:
+    config = config_from_env(
+        monkeypatch,
+        {  # the CA is right, but no client certificate is configured
+            "EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS": mtls_listener.servers,
+            "EVENTSOURCE_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "EVENTSOURCE_KAFKA_SSL_CA_LOCATION": mtls_listener.ca,
+        },
+    )
+    populate(kafka_store, orders=1, items=1, customers=1)
+    started = time.monotonic()
+    with pytest.raises(KafkaAuthenticationError) as refused, Relay(kafka_store, config) as relay:
+        relay.run(until_caught_up=True)
+    assert time.monotonic() - started < 30
+    assert "Kafka refused the relay's TLS client certificate" in str(refused.value)
+    assert "EVENTSOURCE_KAFKA_SSL_CERTIFICATE_LOCATION" in str(refused.value)
+
+    with KafkaLogConsumer(config) as consumer:
+        consumer.assign({TopicPartition(kafka_store.topic_for("order"), 0): StartAt(0)})
+        with pytest.raises(KafkaAuthenticationError, match="refused the consumer's TLS client"):
             poll_for(consumer, seconds=30)

@@ -66,16 +66,30 @@ class TopicAdmin:
             request_timeout=_TIMEOUT,
         )
         existing: list[str] = []
+        created: list[str] = []
         for topic, future in futures.items():
             try:
                 future.result(_TIMEOUT)
                 log.info("created topic %s with %d partitions and infinite retention", topic, count)
+                created.append(topic)
             except KafkaException as exc:
                 if kafka_error(exc).code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise BusError(f"cannot create topic {topic!r}: {exc}") from exc
                 existing.append(topic)
         self.check(existing)
+        self._until_listed(created)
         self._checked.update(wanted)
+
+    def _until_listed(self, topics: list[str]) -> None:
+        """Return once the broker's metadata lists `topics`: the controller has
+        created them, and the broker that answers learns of it a moment later."""
+        deadline = time.monotonic() + _TIMEOUT
+        while missing := set(topics) - set(self.list_topics()):
+            if time.monotonic() > deadline:
+                raise BusError(
+                    f"topics {sorted(missing)} not listed {_TIMEOUT:.0f} s after creation"
+                )
+            time.sleep(0.05)
 
     def check(self, topics: Iterable[str]) -> None:
         """Raise `TopicConfigError` if a topic would drop history."""

@@ -508,8 +508,8 @@ def tables(results: dict[str, Any], plan: Plan) -> list[ReportTable]:
             rows=rows,
             notes=[
                 "default worker settings (batch 1000, poll timeout 0.2 s; the embedded log"
-                " watches its SQLite file for commits every 5 ms; the relay listens for its"
-                " PostgreSQL store's commit notifications); a reader polls the view every 2 ms"
+                " watches its SQLite file for commits every 5 ms; the relay polls its"
+                " PostgreSQL store every 100 ms); a reader polls the view every 2 ms"
             ],
         )
     )

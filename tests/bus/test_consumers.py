@@ -356,11 +356,11 @@ def test_embedded_log_reads_other_contexts_stores(
 
 
 def test_embedded_log_wakes_up_on_a_commit_by_another_process(
-    store_factory: Callable[..., EventStore],
+    sqlite_store_factory: Callable[..., EventStore],
 ) -> None:
-    """A store is read again as soon as anyone commits to it, not once per
-    `poll_interval` (here far longer than the test may take)."""
-    store = store_factory(context=unique("bus"))
+    """A SQLite store is read again as soon as anyone commits to it, not once
+    per `poll_interval` (here far longer than the test may take)."""
+    store = sqlite_store_factory()
     populate(store, orders=1, items=1, customers=0)
     consumer = SqlLogConsumer({store.context: store}, poll_interval=600)
     consumer.assign({TopicPartition(store.topic_for("order"), 0): StartAt(0)})
@@ -371,8 +371,9 @@ def test_embedded_log_wakes_up_on_a_commit_by_another_process(
         " customers=0, prefix='late')"
     )
     started = time.monotonic()
-    url = store.engine.url.render_as_string(hide_password=False)
-    child = subprocess.Popen([sys.executable, "-c", script, url, store.context], cwd=ROOT)
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, str(store.engine.url), store.context], cwd=ROOT
+    )
     messages: list[LogMessage] = []
     try:
         while len(messages) < 3 and time.monotonic() - started < 60:

@@ -507,9 +507,8 @@ def tables(results: dict[str, Any], plan: Plan) -> list[ReportTable]:
             columns=["mode", "events/s", "median", "p99", "max"],
             rows=rows,
             notes=[
-                "default worker settings (batch 1000, poll timeout 0.2 s; the embedded log"
-                " watches its SQLite file for commits every 5 ms; the relay polls its"
-                " PostgreSQL store every 100 ms); a reader polls the view every 2 ms"
+                "default worker settings (batch 1000, poll timeout 0.2 s; embedded log polled"
+                " every 50 ms; relay polls every 100 ms); a reader polls the view every 2 ms"
             ],
         )
     )

@@ -28,7 +28,6 @@ from sqlalchemy.exc import DBAPIError
 
 from eventsource.bus import wire
 from eventsource.bus.admin import TopicAdmin
-from eventsource.bus.commit_watch import CommitWatch
 from eventsource.bus.config import ClientErrors, KafkaConfig, kafka_error
 from eventsource.bus.outbox import OutgoingMessage, read_messages
 from eventsource.errors import (
@@ -103,9 +102,6 @@ class Relay:
         self._errors = ClientErrors()
         self._executor: ThreadPoolExecutor | None = None
         self._ahead: tuple[int, Future[list[OutgoingMessage]]] | None = None
-        # Caught up, a relay on a SQLite store waits for its next commit
-        # rather than for `poll_interval` (which still bounds the wait).
-        self._watch = CommitWatch.of(store)
 
     def __enter__(self) -> Relay:
         return self
@@ -121,9 +117,6 @@ class Relay:
         if self._producer is not None:
             self._producer.flush(5)
             self._producer = None
-        if self._watch is not None:
-            self._watch.close()
-            self._watch = None
 
     # -- start-up --------------------------------------------------------------
 
@@ -180,8 +173,6 @@ class Relay:
         relayed_before = self.relayed
         backoff = self.poll_interval
         while not stop.is_set():
-            # Noted before the read: a commit after it changes the version.
-            seen = self._watch.version() if self._watch is not None else 0
             try:
                 count = self.relay_batch()
                 backoff = self.poll_interval
@@ -199,10 +190,7 @@ class Relay:
             if count == 0:
                 if until_caught_up:
                     break
-                if self._watch is not None:
-                    self._watch.wait(seen, self.poll_interval, stop)
-                else:
-                    stop.wait(self.poll_interval)
+                stop.wait(self.poll_interval)
         return self.relayed - relayed_before
 
     def relay_batch(self) -> int:

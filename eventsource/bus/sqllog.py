@@ -23,7 +23,6 @@ from eventsource.bus.base import (
     StartAt,
     TopicPartition,
 )
-from eventsource.bus.commit_watch import CHECK_EVERY, CommitWatch
 from eventsource.errors import ConfigurationError
 from eventsource.store import schema
 from eventsource.store.engine import read_transaction
@@ -51,14 +50,10 @@ class SqlLogConsumer:
 
     def __init__(self, stores: Mapping[str, EventStore], *, poll_interval: float = 0.05) -> None:
         self.stores = dict(stores)
-        # How long to wait between reads of a store whose commits cannot be
-        # watched (PostgreSQL, in-memory SQLite); a SQLite file is read again
-        # as soon as any process commits to it.
         self.poll_interval = poll_interval
         self._next: dict[TopicPartition, int] = {}
         self._filter = PositionFilter()
         self._turn = 0
-        self._watches: dict[str, CommitWatch | None] = {}
 
     def _source(self, topic: str) -> tuple[EventStore, str]:
         context, aggregate_type = split_topic(topic)
@@ -100,38 +95,10 @@ class SqlLogConsumer:
     def poll(self, max_messages: int, timeout: float) -> list[LogMessage]:
         deadline = time.monotonic() + timeout
         while True:
-            # Noted before the read: a commit after it changes them.
-            seen = self._versions()
             messages = self._read(max_messages)
             if messages or time.monotonic() >= deadline:
                 return messages
-            self._wait_for_commit(seen, deadline)
-
-    def _watched(self) -> list[CommitWatch | None]:
-        """A watch on each assigned topic's store (None: the store cannot be watched)."""
-        out: list[CommitWatch | None] = []
-        for tp in self._next:
-            context = split_topic(tp.topic)[0]
-            if context not in self._watches:
-                self._watches[context] = CommitWatch.of(self.stores[context])
-            out.append(self._watches[context])
-        return out
-
-    def _versions(self) -> list[int | None]:
-        return [w.version() if w is not None else None for w in self._watched()]
-
-    def _wait_for_commit(self, seen: list[int | None], deadline: float) -> None:
-        """Sleep until a watched store has a new commit, `poll_interval` has
-        passed with an unwatched one, or `deadline`."""
-        started = time.monotonic()
-        blind = any(w is None for w in self._watched())
-        while True:
-            now = time.monotonic()
-            if now >= deadline or (blind and now - started >= self.poll_interval):
-                return
-            time.sleep(min(CHECK_EVERY, max(0.0, deadline - now)))
-            if self._versions() != seen:
-                return
+            time.sleep(min(self.poll_interval, max(0.0, deadline - time.monotonic())))
 
     def _read(self, max_messages: int) -> list[LogMessage]:
         partitions = self.assignment()
@@ -189,11 +156,7 @@ class SqlLogConsumer:
         return all(p.lag == 0 for p in self.lag().values())
 
     def close(self) -> None:
-        """Release the watches (the stores belong to the caller)."""
-        for watch in self._watches.values():
-            if watch is not None:
-                watch.close()
-        self._watches.clear()
+        """Nothing to release: the stores belong to the caller."""
 
     def __enter__(self) -> SqlLogConsumer:
         return self

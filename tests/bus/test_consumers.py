@@ -5,8 +5,6 @@ transactions produced by hand onto the topic."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -25,7 +23,7 @@ from eventsource.bus.relay import Relay
 from eventsource.bus.sqllog import SqlLogConsumer
 from eventsource.errors import ConfigurationError, DecodeError, UnknownEventType
 from tests.bus.model import BusOrder, populate, read_all, read_committed, topic_partitions
-from tests.conftest import ROOT, unique
+from tests.conftest import unique
 
 LOG_BACKENDS = [
     "embedded",
@@ -353,47 +351,6 @@ def test_embedded_log_reads_other_contexts_stores(
         orders.topic_for("order"): 6,
         billing.topic_for("order"): 4,
     }
-
-
-def test_embedded_log_wakes_up_on_a_commit_by_another_process(
-    sqlite_store_factory: Callable[..., EventStore],
-) -> None:
-    """A SQLite store is read again as soon as anyone commits to it, not once
-    per `poll_interval` (here far longer than the test may take)."""
-    store = sqlite_store_factory()
-    populate(store, orders=1, items=1, customers=0)
-    consumer = SqlLogConsumer({store.context: store}, poll_interval=600)
-    consumer.assign({TopicPartition(store.topic_for("order"), 0): StartAt(0)})
-    assert len(consumer.poll(100, 0)) == 2
-    script = (
-        "import sys; from eventsource import EventStore; from tests.bus.model import populate;"
-        " populate(EventStore(sys.argv[1], context=sys.argv[2]), orders=1, items=2,"
-        " customers=0, prefix='late')"
-    )
-    started = time.monotonic()
-    child = subprocess.Popen(
-        [sys.executable, "-c", script, str(store.engine.url), store.context], cwd=ROOT
-    )
-    messages: list[LogMessage] = []
-    try:
-        while len(messages) < 3 and time.monotonic() - started < 60:
-            messages += consumer.poll(100, timeout=60)  # the child saves three times
-    finally:
-        assert child.wait(60) == 0
-        consumer.close()
-    assert [m.record.aggregate_id for m in messages if m.record] == ["lateo-0"] * 3
-    assert time.monotonic() - started < 60
-
-
-def test_embedded_log_on_an_unwatchable_store_reads_every_poll_interval(
-    sqlite_store_factory: Callable[..., EventStore],
-) -> None:
-    store = sqlite_store_factory(url="sqlite://")  # in memory: no file to watch
-    consumer = SqlLogConsumer({store.context: store}, poll_interval=0.01)
-    consumer.assign({TopicPartition(store.topic_for("order"), 0): StartAt(0)})
-    assert consumer.poll(100, 0.05) == []
-    populate(store, orders=1, items=1, customers=0)
-    assert len(consumer.poll(100, timeout=30)) == 2
 
 
 # -- Kafka: what other producers can put on a topic ------------------------------------

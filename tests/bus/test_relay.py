@@ -5,7 +5,6 @@ transaction never shows; a broker outage is waited out."""
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 import time
@@ -25,7 +24,7 @@ from eventsource.errors import BusError, RelayFenced
 from tests.bus.children import Child, cli_env
 from tests.bus.conftest import PARTITIONS, services
 from tests.bus.model import judge, populate, read_all, read_committed
-from tests.conftest import ROOT, unique
+from tests.conftest import unique
 
 pytestmark = pytest.mark.kafka
 
@@ -83,41 +82,6 @@ def test_every_event_is_published_once_in_order(
     assert [p.relayed for p in seen[:-1]] == sorted({p.relayed for p in seen[:-1]})
     assert seen[-1] == RelayProgress(len(records), records[-1].position, records[-1].position)
     assert seen[-1].lag == 0
-
-
-def test_a_caught_up_relay_on_sqlite_wakes_up_on_a_commit_by_another_process(
-    sqlite_store_factory: Callable[..., EventStore], kafka_context: str, kafka_config: KafkaConfig
-) -> None:
-    """It does not wait out its `poll_interval` (here far longer than the test may take)."""
-    store = sqlite_store_factory(context=kafka_context)
-    first = populate(store, orders=2, items=1, customers=1)
-    stop = threading.Event()
-    with Relay(store, kafka_config, poll_interval=600) as relay:
-        thread = threading.Thread(target=relay.run, kwargs={"stop": stop}, daemon=True)
-        thread.start()
-        try:
-            deadline = time.monotonic() + 60
-            while relay.relayed < len(first):
-                assert time.monotonic() < deadline, "the first events were not relayed"
-                time.sleep(0.05)
-            time.sleep(0.2)  # caught up and waiting
-            script = (
-                "import sys; from eventsource import EventStore;"
-                " from tests.bus.model import populate;"
-                " populate(EventStore(sys.argv[1], context=sys.argv[2]), orders=1, items=1,"
-                " customers=0, prefix='late')"
-            )
-            started = time.monotonic()
-            command = [sys.executable, "-c", script, str(store.engine.url), store.context]
-            child = Child(command, {**os.environ, "PYTHONPATH": str(ROOT)})
-            assert child.finish(timeout=60)[0] == 0
-            while relay.relayed < len(first) + 2:
-                assert time.monotonic() - started < 60, "the late events were not relayed"
-                time.sleep(0.05)
-        finally:
-            stop.set()
-            thread.join(30)
-    assert not thread.is_alive()
 
 
 def test_a_restarted_relay_resumes_after_the_last_committed_event(

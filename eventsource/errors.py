@@ -14,7 +14,7 @@
     ├── BusError                             the log (Kafka or embedded) failed
     │   ├── RelayFenced                      another relay took over the same store
     │   ├── TopicConfigError                 a topic exists with unsafe settings
-    │   └── KafkaAuthenticationError         a refused login, or an untrusted broker certificate
+    │   └── KafkaAuthenticationError         login or TLS certificates refused, either way
     └── ProjectionError
         ├── StalePosition                    a newer worker owns the partition
         ├── PoisonEvent                      a handler kept failing on one event
@@ -162,8 +162,8 @@ class RelayFenced(BusError):
 
 
 class KafkaAuthenticationError(BusError):
-    """The broker refused the client's credentials, or the client does not trust the
-    broker's TLS certificate: retrying will not help."""
+    """The broker refused the client's login or TLS certificate, or the client does not
+    trust the broker's certificate: retrying will not help."""
 
 
 class TopicConfigError(BusError):

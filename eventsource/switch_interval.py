@@ -6,8 +6,9 @@ the GIL back; CPython hands it over only every `sys.getswitchinterval()`
 (5 ms by default), so a busy reading thread would hold up each of the
 commit's few statements by up to 5 ms, and the commit would end after the
 reading rather than during it (measured: a Kafka worker folding into
-PostgreSQL ran 20% slower with two threads than with one at 5 ms, and 35%
-faster at 1 ms).
+PostgreSQL ran about 20% slower with two threads than with one at 5 ms; at
+1 ms, alternating rounds in one process gave a median of 0.60 of the
+hand-written loop against 0.54 on one thread).
 """
 
 from __future__ import annotations

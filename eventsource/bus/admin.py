@@ -77,17 +77,24 @@ class TopicAdmin:
                     raise BusError(f"cannot create topic {topic!r}: {exc}") from exc
                 existing.append(topic)
         self.check(existing)
-        self._until_listed(created)
+        self._until_listed(created, listed=True)
         self._checked.update(wanted)
 
-    def _until_listed(self, topics: list[str]) -> None:
-        """Return once the broker's metadata lists `topics`: the controller has
-        created them, and the broker that answers learns of it a moment later."""
+    def _until_listed(self, topics: list[str], *, listed: bool) -> None:
+        """Return once the broker's metadata lists `topics` (or, not `listed`,
+        no longer lists them): the controller has created or deleted them, and
+        the broker that answers learns of it a moment later."""
         deadline = time.monotonic() + _TIMEOUT
-        while missing := set(topics) - set(self.list_topics()):
+        while True:
+            present = set(topics) & set(self.list_topics())
+            waiting = set(topics) - present if listed else present
+            if not waiting:
+                return
             if time.monotonic() > deadline:
+                state = "not listed" if listed else "still listed"
                 raise BusError(
-                    f"topics {sorted(missing)} not listed {_TIMEOUT:.0f} s after creation"
+                    f"topics {sorted(waiting)} {state} {_TIMEOUT:.0f} s after"
+                    f" {'creation' if listed else 'deletion'}"
                 )
             time.sleep(0.05)
 
@@ -129,15 +136,7 @@ class TopicAdmin:
                 if kafka_error(exc).code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
                     raise BusError(f"cannot delete topic {topic!r}: {exc}") from exc
             self._checked.discard(topic)
-        # The controller has deleted them; the broker's metadata follows a
-        # moment later. Return once it no longer lists them.
-        deadline = time.monotonic() + _TIMEOUT
-        while set(names) & set(self.list_topics()):
-            if time.monotonic() > deadline:
-                raise BusError(
-                    f"topics {sorted(names)} still listed {_TIMEOUT:.0f} s after deletion"
-                )
-            time.sleep(0.05)
+        self._until_listed(names, listed=False)
 
 
 def _refuse_unsafe(topic: str, entries: dict[str, ConfigEntry]) -> None:

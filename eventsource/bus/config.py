@@ -141,20 +141,22 @@ class ClientErrors:
     otherwise retry for ever while the client's calls time out."""
 
     def __init__(self) -> None:
-        self.refused: KafkaError | None = None
+        # What was refused (`_LOGIN`, `_SERVER_CERTIFICATE`, `_CLIENT_CERTIFICATE`) and how.
+        self.refused: tuple[str, KafkaError] | None = None
 
     def __call__(self, error: KafkaError) -> None:
         _log_error(error)
-        if _refusal(error) is not None:
-            self.refused = error
+        kind = _refusal(error)
+        if kind is not None:
+            self.refused = (kind, error)
 
     def raise_if_refused(self, client: str) -> None:
         """Raise `KafkaAuthenticationError` if the broker and this client could
         not agree on who the other is."""
         if self.refused is None:
             return
-        reason = self.refused.str()
-        kind = _refusal(self.refused)
+        kind, error = self.refused
+        reason = error.str()
         if kind == _SERVER_CERTIFICATE:
             raise KafkaAuthenticationError(
                 f"the {client} does not trust Kafka's certificate: {reason}; check"

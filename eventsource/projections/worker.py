@@ -531,7 +531,10 @@ class Worker:
         try:
             self._commit_batch(messages)
         except (OperationalError, InterfaceError) as exc:
-            raise _classified(exc) from exc
+            failure = _classified(exc)
+            if failure is exc:
+                raise  # transient: the batch simply runs again
+            raise failure from exc
 
     def _commit_batch(self, messages: Sequence[LogMessage]) -> None:
         batch = self._fold_batch(messages)
@@ -625,10 +628,11 @@ class Worker:
         out: list[Event | DecodeError | None] = []
         for message in messages:
             record = message.record
-            wanted = None if record is None else wanted_types.get(record.event_type)
-            if record is None or not (
-                self._wanted(record.event_type) if wanted is None else wanted
-            ):
+            if record is None:
+                out.append(None)  # `_fold` raises the message's own error
+                continue
+            wanted = wanted_types.get(record.event_type)
+            if not (self._wanted(record.event_type) if wanted is None else wanted):
                 out.append(None)
                 continue
             try:

@@ -136,6 +136,22 @@ def poll_for(consumer: KafkaLogConsumer, seconds: float) -> None:
         consumer.poll(100, 0.5)
 
 
+def refused_everywhere(config: KafkaConfig, store: EventStore, consumer_says: str) -> str:
+    """Run the relay, then a consumer, against a broker that will not have them:
+    each stops within 30 s with `KafkaAuthenticationError` (the consumer's
+    message matching `consumer_says`). Returns the relay's message."""
+    populate(store, orders=1, items=1, customers=1)
+    started = time.monotonic()
+    with pytest.raises(KafkaAuthenticationError) as refused, Relay(store, config) as relay:
+        relay.run(until_caught_up=True)
+    assert time.monotonic() - started < 30
+    with KafkaLogConsumer(config) as consumer:
+        consumer.assign({TopicPartition(store.topic_for("order"), 0): StartAt(0)})
+        with pytest.raises(KafkaAuthenticationError, match=consumer_says):
+            poll_for(consumer, seconds=30)
+    return str(refused.value)
+
+
 def test_the_relay_and_consumers_log_in_with_the_configured_account(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
@@ -161,20 +177,10 @@ def test_a_refused_login_stops_the_relay_and_consumers_with_a_clear_error(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     config = config_from_settings(monkeypatch, sasl_account, WRONG_PASSWORD)
-    populate(kafka_store, orders=2, items=1, customers=1)
-    started = time.monotonic()
-    with pytest.raises(KafkaAuthenticationError) as refused, Relay(kafka_store, config) as relay:
-        relay.run(until_caught_up=True)
-    assert time.monotonic() - started < 30
-    message = str(refused.value)
+    message = refused_everywhere(config, kafka_store, "refused the consumer's login")
     assert "Kafka refused the relay's login" in message
     assert "SASL authentication" in message
     assert "EVENTSOURCE_KAFKA_SASL_PASSWORD" in message
-
-    with KafkaLogConsumer(config) as consumer:
-        consumer.assign({TopicPartition(kafka_store.topic_for("order"), 0): StartAt(0)})
-        with pytest.raises(KafkaAuthenticationError, match="refused the consumer's login"):
-            poll_for(consumer, seconds=30)
     assert WRONG_PASSWORD not in message
     assert WRONG_PASSWORD not in caplog.text
 
@@ -222,19 +228,10 @@ def test_a_broker_certificate_not_signed_by_a_trusted_ca_stops_the_relay_and_con
             "EVENTSOURCE_KAFKA_SECURITY_PROTOCOL": "SSL",
         },
     )
-    populate(kafka_store, orders=1, items=1, customers=1)
-    started = time.monotonic()
-    with pytest.raises(KafkaAuthenticationError) as untrusted, Relay(kafka_store, config) as relay:
-        relay.run(until_caught_up=True)
-    assert time.monotonic() - started < 30
-    assert "the relay does not trust Kafka's certificate" in str(untrusted.value)
-    assert "certificate verify failed" in str(untrusted.value)
-    assert "EVENTSOURCE_KAFKA_SSL_CA_LOCATION" in str(untrusted.value)
-
-    with KafkaLogConsumer(config) as consumer:
-        consumer.assign({TopicPartition(kafka_store.topic_for("order"), 0): StartAt(0)})
-        with pytest.raises(KafkaAuthenticationError, match="consumer does not trust"):
-            poll_for(consumer, seconds=30)
+    message = refused_everywhere(config, kafka_store, "consumer does not trust")
+    assert "the relay does not trust Kafka's certificate" in message
+    assert "certificate verify failed" in message
+    assert "EVENTSOURCE_KAFKA_SSL_CA_LOCATION" in message
 
 
 def test_the_relay_and_consumers_show_a_client_certificate_to_a_broker_that_asks_for_one(
@@ -268,15 +265,6 @@ def test_a_broker_that_refuses_the_client_certificate_stops_the_relay_and_consum
             "EVENTSOURCE_KAFKA_SSL_CA_LOCATION": mtls_listener.ca,
         },
     )
-    populate(kafka_store, orders=1, items=1, customers=1)
-    started = time.monotonic()
-    with pytest.raises(KafkaAuthenticationError) as refused, Relay(kafka_store, config) as relay:
-        relay.run(until_caught_up=True)
-    assert time.monotonic() - started < 30
-    assert "Kafka refused the relay's TLS client certificate" in str(refused.value)
-    assert "EVENTSOURCE_KAFKA_SSL_CERTIFICATE_LOCATION" in str(refused.value)
-
-    with KafkaLogConsumer(config) as consumer:
-        consumer.assign({TopicPartition(kafka_store.topic_for("order"), 0): StartAt(0)})
-        with pytest.raises(KafkaAuthenticationError, match="refused the consumer's TLS client"):
-            poll_for(consumer, seconds=30)
+    message = refused_everywhere(config, kafka_store, "refused the consumer's TLS client")
+    assert "Kafka refused the relay's TLS client certificate" in message
+    assert "EVENTSOURCE_KAFKA_SSL_CERTIFICATE_LOCATION" in message

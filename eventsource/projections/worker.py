@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import itemgetter
@@ -40,7 +40,7 @@ from eventsource.errors import (
 )
 from eventsource.events.base import Event
 from eventsource.events.codec import EventCodec
-from eventsource.gc_pause import paused_gc
+from eventsource.gc_pause import BatchedCollection, paused_gc
 from eventsource.projections import deadletters, positions, upkeep
 from eventsource.projections.base import Consumer, Reactor
 from eventsource.projections.positions import Position
@@ -172,6 +172,7 @@ class Worker:
         self._committer: ThreadPoolExecutor | None = None
         self._in_flight: _InFlight | None = None
         self._resyncs = 0
+        self._collection: BatchedCollection | None = None
 
     @property
     def kind(self) -> str:
@@ -266,6 +267,8 @@ class Worker:
         before = self.applied
         ahead = self._commits_behind()
         context = ExitStack()
+        self._collection = BatchedCollection(self.COLLECT_EVERY)
+        context.callback(self._collection.release)
         if ahead:
             self._committer = ThreadPoolExecutor(1, thread_name_prefix=f"commit-{self.name}")
             context.enter_context(short_switch_interval())
@@ -283,9 +286,17 @@ class Worker:
             if committer is not None:
                 committer.shutdown()
             context.close()
+            self._collection = None
         with self._transaction() as conn:
             positions.set_status(conn, self.key, "stopped")
         return self.applied - before
+
+    # Batches between two cyclic collections while `run` loops (see `BatchedCollection`).
+    COLLECT_EVERY = 8
+
+    def _gc_paused(self) -> AbstractContextManager[None]:
+        """Collection held for a batch: across several within `run`, else this one's."""
+        return paused_gc() if self._collection is None else self._collection.batch()
 
     def _commits_behind(self) -> bool:
         """Whether `run` commits each batch on the committer thread.
@@ -304,7 +315,7 @@ class Worker:
         self.start()
         self._settle(reapply=True)
         # A batch builds thousands of short-lived, acyclic objects: collect after it.
-        with paused_gc():
+        with self._gc_paused():
             messages = self.log.poll(self.batch_size, self.poll_timeout)
             stats = BatchStats(messages=len(messages))
             if messages:
@@ -315,7 +326,7 @@ class Worker:
 
     def _step_ahead(self) -> BatchStats:
         """`step`, but the batch commits on the committer thread while the next is read."""
-        with paused_gc():
+        with self._gc_paused():
             messages = self.log.poll(self.batch_size, self.poll_timeout)
             stats = BatchStats(messages=len(messages))
             # Decoding needs nothing from the database: do it while the commit runs too.

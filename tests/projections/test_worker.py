@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import subprocess
@@ -69,6 +70,7 @@ def test_folds_a_stream_exactly_once(harness: Harness) -> None:
     applied = run_to_end(harness, cls(), batch_size=200)
 
     assert applied == count
+    assert gc.isenabled()  # held across batches while running, given back after
     records = read_all(harness.source)
     assert_view_is_fold(harness.views, records)
     assert fold(records).handled < count  # notes were read and skipped
@@ -198,6 +200,7 @@ def test_a_handler_that_keeps_failing_stops_the_worker_at_its_event(harness: Har
     assert poison.event_type == "pj.deposited"
     assert isinstance(poison.error, RuntimeError)
     assert calls[str(target.event_id)] == 1 + cls.max_retries
+    assert gc.isenabled()
     if not harness.kafka_mode:
         assert (poison.partition, poison.offset) == (0, target.position)
     # Not one step past it: its partition's next offset is the poison event.

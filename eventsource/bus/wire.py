@@ -26,7 +26,7 @@ import orjson
 
 from eventsource.errors import DecodeError
 from eventsource.events.records import StoredEvent, stream_id_for
-from eventsource.events.uuids import parse_uuid
+from eventsource.events.uuids import parse_uuid_bytes
 
 CONTENT_TYPE = "application/json"
 H_CONTENT_TYPE = "content-type"
@@ -131,7 +131,7 @@ def decode(  # noqa: PLR0917 - the fields of one Kafka message
         version = int(version_b)
         position = int(position_b)
         schema_version = int(schema_b)
-        event_id = parse_uuid(event_id_b.decode())
+        event_id = parse_uuid_bytes(event_id_b)
         occurred_at = datetime.fromisoformat(occurred_b.decode())
         if value is None:
             raise ValueError("the message has no value")

@@ -80,71 +80,69 @@ class EventCodec:
     def decode(self, record: StoredEvent) -> Event:
         """The domain event a stored record holds, upcast to its current schema."""
         try:
-            return self._decode(record)
+            # This runs for every event read, in one frame: the record is unpacked
+            # once rather than read field by field, and the cheap cases are tested inline.
+            (
+                position,
+                stream_id,
+                aggregate_id,
+                aggregate_type,
+                version,
+                event_type,
+                schema_version,
+                event_id,
+                occurred_at,
+                payload,
+                metadata,
+            ) = record
+            # 1. Refuse oversized input before any parser sees it (the limit is in UTF-8 bytes).
+            if not payload.isascii() or len(payload) > self.max_event_bytes:
+                size = _utf8_size(payload)
+                if size > self.max_event_bytes:
+                    raise self._error(
+                        record,
+                        f"payload of {size} bytes is above the limit of"
+                        f" {self.max_event_bytes} bytes",
+                    )
+            # 2. Find the class; an unknown name is its own error so callers can park it.
+            cls = self._class_named(event_type)
+            if cls is None:
+                raise UnknownEventType(
+                    "no event class is registered under this type name",
+                    event_type=event_type,
+                    stream_id=stream_id,
+                    version=version,
+                )
+            # 3. Bring older payloads up to the class's schema; never rewrite the row.
+            json: str | bytes = payload
+            if schema_version != cls.schema_version:
+                json = self._upcast(record, cls)
+            # 4. Validate the payload with the class's own JSON rules (its validator
+            #    directly: `model_validate_json` adds a Python-level call per event).
+            try:
+                event: Event = cls.__pydantic_validator__.validate_json(json)
+            except pydantic.ValidationError as exc:
+                raise self._error(record, _summarise(exc)) from exc
+            # 5. Stamp the metadata from the trusted columns, as `stamp` does,
+            #    spelled out because it runs for every event read.
+            last_text, ids = self._last_metadata
+            if metadata != last_text:
+                ids = _decode_metadata(metadata)
+                self._last_metadata = (metadata, ids)
+            fields = event.__dict__
+            fields["event_id"] = event_id
+            fields["aggregate_id"] = aggregate_id
+            fields["aggregate_type"] = aggregate_type
+            fields["version"] = version
+            fields["position"] = position
+            fields["occurred_at"] = occurred_at
+            fields["correlation_id"], fields["causation_id"] = ids
+            event.__pydantic_fields_set__.update(METADATA_FIELDS)
+            return event
         except DecodeError:
             raise
         except Exception as exc:  # a decoding boundary: anything else is bad data too
             raise self._error(record, f"{type(exc).__name__}: {exc}") from exc
-
-    def _decode(self, record: StoredEvent) -> Event:
-        # This runs for every event read: the record is unpacked once rather
-        # than read field by field, and the cheap cases are tested inline.
-        (
-            position,
-            stream_id,
-            aggregate_id,
-            aggregate_type,
-            version,
-            event_type,
-            schema_version,
-            event_id,
-            occurred_at,
-            payload,
-            metadata,
-        ) = record
-        # 1. Refuse oversized input before any parser sees it (the limit is in UTF-8 bytes).
-        if not payload.isascii() or len(payload) > self.max_event_bytes:
-            size = _utf8_size(payload)
-            if size > self.max_event_bytes:
-                raise self._error(
-                    record,
-                    f"payload of {size} bytes is above the limit of {self.max_event_bytes} bytes",
-                )
-        # 2. Find the class; an unknown name is its own error so callers can park it.
-        cls = self._class_named(event_type)
-        if cls is None:
-            raise UnknownEventType(
-                "no event class is registered under this type name",
-                event_type=event_type,
-                stream_id=stream_id,
-                version=version,
-            )
-        # 3. Bring older payloads up to the class's schema; never rewrite the row.
-        json: str | bytes = payload
-        if schema_version != cls.schema_version:
-            json = self._upcast(record, cls)
-        # 4. Validate the payload with the class's own JSON rules (its validator
-        #    directly: `model_validate_json` adds a Python-level call per event).
-        try:
-            event: Event = cls.__pydantic_validator__.validate_json(json)
-        except pydantic.ValidationError as exc:
-            raise self._error(record, _summarise(exc)) from exc
-        # 5. Stamp the metadata from the trusted columns, as `stamp` does,
-        #    spelled out because it runs for every event read.
-        last_text, ids = self._last_metadata
-        if metadata != last_text:
-            ids = _decode_metadata(metadata)
-            self._last_metadata = (metadata, ids)
-        fields = event.__dict__
-        fields["event_id"] = event_id
-        fields["aggregate_id"] = aggregate_id
-        fields["aggregate_type"] = aggregate_type
-        fields["version"] = version
-        fields["position"] = position
-        fields["occurred_at"] = occurred_at
-        fields["correlation_id"], fields["causation_id"] = ids
-        event.__pydantic_fields_set__.update(METADATA_FIELDS)
-        return event
 
     def _upcast(self, record: StoredEvent, cls: type[Event]) -> bytes:
         if record.schema_version > cls.schema_version:

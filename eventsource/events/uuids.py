@@ -29,6 +29,18 @@ def parse_uuid(text: str) -> UUID:
     return value
 
 
+def parse_uuid_bytes(raw: bytes) -> UUID:
+    """`UUID(raw.decode())`, for ids that arrive as UTF-8 bytes (Kafka headers),
+    without decoding the common canonical form to text first."""
+    digits = raw.replace(b"-", b"")
+    if len(digits) != 32 or not digits.isascii():
+        return UUID(raw.decode())
+    value = _new(UUID)
+    _set_int(value, int(digits, 16))
+    _set_is_safe(value, _UNKNOWN)
+    return value
+
+
 def uuid_from_hex(digits: str) -> UUID:
     """The UUID of 32 hex digits that are known to be well formed (read from our own store)."""
     value = _new(UUID)

@@ -292,7 +292,7 @@ class Worker:
         return self.applied - before
 
     # Batches between two cyclic collections while `run` loops (see `BatchedCollection`).
-    COLLECT_EVERY = 8
+    COLLECT_EVERY = 16
 
     def _gc_paused(self) -> AbstractContextManager[None]:
         """Collection held for a batch: across several within `run`, else this one's."""

@@ -1,5 +1,5 @@
-"""`parse_uuid` takes and refuses exactly what `UUID()` does; the metadata column
-reads as a JSON parser would read it."""
+"""`parse_uuid` and `parse_uuid_bytes` take and refuse exactly what `UUID()`
+does; the metadata column reads as a JSON parser would read it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from eventsource.events.codec import _decode_metadata
-from eventsource.events.uuids import parse_uuid, uuid_from_hex
+from eventsource.events.uuids import parse_uuid, parse_uuid_bytes, uuid_from_hex
 
 HEX = "0123456789abcdefABCDEF"
 
@@ -26,6 +26,13 @@ def outcome(text: str) -> object:
 def parsed(text: str) -> object:
     try:
         return parse_uuid(text)
+    except (ValueError, TypeError) as exc:
+        return type(exc)
+
+
+def parsed_from_bytes(text: str) -> object:
+    try:
+        return parse_uuid_bytes(text.encode())
     except (ValueError, TypeError) as exc:
         return type(exc)
 
@@ -47,6 +54,7 @@ def parsed(text: str) -> object:
 def test_parse_uuid_agrees_with_the_standard_library(text: str) -> None:
     result = parsed(text)
     assert result == outcome(text)
+    assert parsed_from_bytes(text) == result
     if isinstance(result, uuid.UUID):
         assert str(result) == str(uuid.UUID(text))
         assert result.is_safe == uuid.SafeUUID.unknown

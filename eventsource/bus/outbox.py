@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import orjson
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import DataError
 
 from eventsource.bus import wire
 from eventsource.gc_pause import paused_gc
@@ -35,29 +36,31 @@ _POSTGRES = text(
     """
 )
 # SQLite holds the time as "YYYY-MM-DD HH:MM:SS.ffffff" in UTC and the id as 32 hex digits.
+_SQLITE_COLUMNS = """
+    global_position, aggregate_type, aggregate_id, CAST(version AS TEXT), event_type,
+    CAST(schema_version AS TEXT),
+    substr(event_id, 1, 8) || '-' || substr(event_id, 9, 4) || '-'
+        || substr(event_id, 13, 4) || '-' || substr(event_id, 17, 4) || '-'
+        || substr(event_id, 21, 12),
+    replace(occurred_at, ' ', 'T') || '+00:00',
+    -- whole seconds first: SQLite's date functions round .9995 s up
+    unixepoch(substr(occurred_at, 1, 19)) * 1000 + CAST(substr(occurred_at, 21, 3) AS INTEGER),
+    payload, CAST(global_position AS TEXT),
+    CASE WHEN length(metadata) > 2 THEN metadata ->> '$.correlation_id' END,
+    CASE WHEN length(metadata) > 2 THEN metadata ->> '$.causation_id' END
+"""
+_SQLITE_BATCH = """
+    FROM (SELECT * FROM events WHERE global_position > :after
+          ORDER BY global_position LIMIT :limit)
+"""
 # The batch comes back as one JSON array in one row: Python's sqlite3 releases
 # the GIL around every row it steps, so a read of thousands of rows from the
 # relay's read-ahead thread would queue for the GIL once per row behind the
 # thread producing to Kafka; one row is one wait.
-_SQLITE = text(
-    """
-    SELECT json_group_array(json_array(
-           global_position, aggregate_type, aggregate_id, CAST(version AS TEXT), event_type,
-           CAST(schema_version AS TEXT),
-           substr(event_id, 1, 8) || '-' || substr(event_id, 9, 4) || '-'
-               || substr(event_id, 13, 4) || '-' || substr(event_id, 17, 4) || '-'
-               || substr(event_id, 21, 12),
-           replace(occurred_at, ' ', 'T') || '+00:00',
-           -- whole seconds first: SQLite's date functions round .9995 s up
-           unixepoch(substr(occurred_at, 1, 19)) * 1000
-               + CAST(substr(occurred_at, 21, 3) AS INTEGER),
-           payload, CAST(global_position AS TEXT),
-           CASE WHEN length(metadata) > 2 THEN metadata ->> '$.correlation_id' END,
-           CASE WHEN length(metadata) > 2 THEN metadata ->> '$.causation_id' END))
-    FROM (SELECT * FROM events WHERE global_position > :after
-          ORDER BY global_position LIMIT :limit)
-    """
-)
+_SQLITE = text(f"SELECT json_group_array(json_array({_SQLITE_COLUMNS})) {_SQLITE_BATCH}")
+# The same rows one by one, for a batch whose JSON would be longer than SQLite
+# allows a string to be (1 GB unless built otherwise: big events, many of them).
+_SQLITE_ROWS = text(f"SELECT {_SQLITE_COLUMNS} {_SQLITE_BATCH} ORDER BY global_position")
 
 
 class OutgoingMessage(NamedTuple):
@@ -81,10 +84,15 @@ def read_messages(store: EventStore, after: int, limit: int) -> list[OutgoingMes
 def _read(conn: Connection, after: int, limit: int) -> list[OutgoingMessage]:
     parameters = {"after": after, "limit": limit}
     if conn.dialect.name == "sqlite":
-        rows = orjson.loads(fetch_raw(conn, _SQLITE, parameters)[0][0])
+        try:
+            rows = orjson.loads(fetch_raw(conn, _SQLITE, parameters)[0][0])
+        except DataError as exc:
+            if "too big" not in str(exc.orig):
+                raise
+            rows = fetch_raw(conn, _SQLITE_ROWS, parameters)
         if any(a[0] >= b[0] for a, b in pairwise(rows)):
             # SQLite aggregates in the subquery's order, but SQL does not promise it.
-            rows.sort(key=itemgetter(0))
+            rows = sorted(rows, key=itemgetter(0))
     else:
         rows = fetch_raw(conn, _POSTGRES, parameters)
     headers = wire.headers

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 from uuid import uuid4
+
+from sqlalchemy import event
 
 from eventsource import Aggregate, Event, EventStore, Repository, StoredEvent, caused_by, on
 from eventsource.bus import wire
@@ -99,3 +104,36 @@ def test_kafka_timestamps_are_whole_milliseconds_never_rounded_up(store: EventSt
     ]
     stored = store.read_log(0, 100)
     assert [m.timestamp for m in messages] == [wire.encode(r)[3] for r in stored]
+
+
+def test_a_batch_longer_than_sqlite_allows_a_string_is_read_row_by_row(tmp_path: Path) -> None:
+    # SQLite refuses to build a string longer than its length limit (1 GB as
+    # built): a batch of big events is read without the one-row JSON then.
+    store = EventStore(f"sqlite:///{tmp_path / 'big.db'}", context="outbox_big")
+    store.create_schema()
+
+    @event.listens_for(store.engine, "connect")
+    def limit_strings(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 100_000)
+
+    store.engine.dispose()
+    notes = Repository(store, OutboxNote)
+    for i in range(12):
+        note = OutboxNote(f"big-{i}")
+        note.trigger(OutboxNoted(text=f"{i}" * 20_000))
+        notes.save(note)
+
+    messages = read_messages(store, 0, 100)
+
+    records = store.read_log(0, 100)
+    assert [m.position for m in messages] == [r.position for r in records]
+    for record, message in zip(records, messages, strict=True):
+        key, value, headers, timestamp = wire.encode(record)
+        sent = [(name, v.encode() if isinstance(v, str) else v) for name, v in message.headers]
+        assert (message.key.encode(), message.value.encode(), sent, message.timestamp) == (
+            key,
+            value,
+            headers,
+            timestamp,
+        )
+    store.close()

@@ -197,6 +197,8 @@ share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
+# The certificates the TLS listeners load, so that new ones restart the broker:
+# $(cat "$KAFKA_TLS/keystore.pem" "$KAFKA_TLS/ca.pem" | sha256sum | cut -c1-16)
 EOF
   cat >"$STATE/log4j2.yaml" <<EOF
 Configuration:

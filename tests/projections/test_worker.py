@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import sys
+import weakref
 from collections import Counter
 from datetime import UTC, datetime
 from uuid import uuid4
@@ -30,7 +31,7 @@ from eventsource.projections.tables import positions
 from eventsource.store.engine import create_engine
 from tests.conftest import ROOT, unique
 from tests.projections.apps import BalancesBase, PjAccount, PjDeposited, balances
-from tests.projections.conftest import KAFKA, Harness
+from tests.projections.conftest import EMBEDDED, KAFKA, Harness
 from tests.projections.streams import (
     WorkerProcess,
     assert_view_is_fold,
@@ -78,6 +79,39 @@ def test_folds_a_stream_exactly_once(harness: Harness) -> None:
     state = consumer_state(harness.views, cls.name)
     assert state is not None
     assert (state["kind"], state["status"], state["version"]) == ("projection", "stopped", 1)
+
+
+@pytest.mark.parametrize("harness", [EMBEDDED], indirect=True)
+def test_cyclic_garbage_is_collected_while_a_long_run_goes_on(harness: Harness) -> None:
+    # The worker holds the collector off across batches: it must still let it
+    # run now and then, not only when `run` returns.
+    populate(harness.source, events=1500, accounts=30)
+
+    class Knot:
+        other: object = None
+
+    knots: list[weakref.ref[Knot]] = []
+
+    def touch(self: BalancesBase, event: Event, view: View) -> None:
+        a, b = Knot(), Knot()
+        a.other, b.other = b, a
+        knots.append(weakref.ref(a))
+
+    freed_by_batch: list[int] = []
+
+    def count_freed(worker: Worker, stats: object) -> None:
+        freed_by_batch.append(sum(ref() is None for ref in knots))
+
+    cls = balances(harness.context, unique("pj_gc"), touch=touch)
+    worker = Worker(cls(), harness.log(), engine=harness.views, batch_size=25)
+    try:
+        worker.run(until_caught_up=True, on_batch=count_freed)
+    finally:
+        worker.close()
+
+    assert len(freed_by_batch) > 3 * Worker.COLLECT_EVERY
+    assert freed_by_batch[2 * Worker.COLLECT_EVERY] > 0  # collected mid-run
+    assert gc.isenabled()
 
 
 def test_resumes_from_stored_positions_after_a_restart(harness: Harness) -> None:

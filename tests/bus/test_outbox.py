@@ -47,7 +47,9 @@ def test_fast_read_equals_wire_encode_of_the_stored_record(store: EventStore) ->
     for record, message in zip(records, messages, strict=True):
         key, value, headers, timestamp = wire.encode(record)
         # Text goes to librdkafka as it is, which writes it as UTF-8.
-        sent = [(name, v.encode() if isinstance(v, str) else v) for name, v in message.headers]
+        sent = [
+            (name, v.encode() if isinstance(v, str) else v) for name, v in message.headers.items()
+        ]
         assert (message.key.encode(), message.value.encode(), sent, message.timestamp) == (
             key,
             value,
@@ -129,7 +131,9 @@ def test_a_batch_longer_than_sqlite_allows_a_string_is_read_row_by_row(tmp_path:
     assert [m.position for m in messages] == [r.position for r in records]
     for record, message in zip(records, messages, strict=True):
         key, value, headers, timestamp = wire.encode(record)
-        sent = [(name, v.encode() if isinstance(v, str) else v) for name, v in message.headers]
+        sent = [
+            (name, v.encode() if isinstance(v, str) else v) for name, v in message.headers.items()
+        ]
         assert (message.key.encode(), message.value.encode(), sent, message.timestamp) == (
             key,
             value,

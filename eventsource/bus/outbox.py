@@ -25,81 +25,96 @@ from eventsource.store.eventstore import EventStore
 _new = tuple.__new__
 
 
-def _headers_object(build: str, values: dict[str, str]) -> str:
-    """SQL for a message's headers as one JSON object, in the wire format's
-    order; `build` makes the object from name, value pairs and drops the
-    ones whose value is NULL (an event without correlation or causation)."""
-    order = [
-        wire.H_CONTENT_TYPE,
-        wire.H_TYPE,
-        wire.H_SCHEMA,
-        wire.H_EVENT_ID,
-        wire.H_AGG_TYPE,
-        wire.H_AGG_ID,
-        wire.H_VERSION,
-        wire.H_POSITION,
-        wire.H_OCCURRED,
-        wire.H_CORRELATION,
-        wire.H_CAUSATION,
-    ]
-    assert set(order) == set(values)
-    return build.format(", ".join(f"'{name}', {values[name]}" for name in order))
-
-
-_POSTGRES_HEADERS = _headers_object(
-    "json_strip_nulls(json_build_object({}))::text",
-    {
-        wire.H_CONTENT_TYPE: f"'{wire.CONTENT_TYPE}'::text",
-        wire.H_TYPE: "event_type",
-        wire.H_SCHEMA: "schema_version::text",
-        wire.H_EVENT_ID: "event_id::text",
-        wire.H_AGG_TYPE: "aggregate_type",
-        wire.H_AGG_ID: "aggregate_id",
-        wire.H_VERSION: "version::text",
-        wire.H_POSITION: "global_position::text",
-        wire.H_OCCURRED: """to_char(occurred_at AT TIME ZONE 'UTC',
-                                    'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')""",
-        wire.H_CORRELATION: "metadata::jsonb ->> 'correlation_id'",
-        wire.H_CAUSATION: "metadata::jsonb ->> 'causation_id'",
-    },
+# The headers every message has, in the wire format's order; correlation and
+# causation ids follow when the event has them.
+_ALWAYS = (
+    wire.H_CONTENT_TYPE,
+    wire.H_TYPE,
+    wire.H_SCHEMA,
+    wire.H_EVENT_ID,
+    wire.H_AGG_TYPE,
+    wire.H_AGG_ID,
+    wire.H_VERSION,
+    wire.H_POSITION,
+    wire.H_OCCURRED,
 )
-# Each row's headers travel as JSON text: a JSON array of the whole batch
-# would meet PostgreSQL's 1 GB limit on one value first.
+_BOTH = (*_ALWAYS, wire.H_CORRELATION, wire.H_CAUSATION)
+
+
+def _pairs(values: dict[str, str], names: tuple[str, ...]) -> str:
+    """`'name', <SQL value>, ...` for a JSON object of these headers, in order."""
+    return ", ".join(f"'{name}', {values[name]}" for name in names)
+
+
+_POSTGRES_VALUES = {
+    wire.H_CONTENT_TYPE: f"'{wire.CONTENT_TYPE}'::text",
+    wire.H_TYPE: "event_type",
+    wire.H_SCHEMA: "schema_version::text",
+    wire.H_EVENT_ID: "event_id::text",
+    wire.H_AGG_TYPE: "aggregate_type",
+    wire.H_AGG_ID: "aggregate_id",
+    wire.H_VERSION: "version::text",
+    wire.H_POSITION: "global_position::text",
+    wire.H_OCCURRED: """to_char(occurred_at AT TIME ZONE 'UTC',
+                                'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')""",
+    wire.H_CORRELATION: "metadata::jsonb ->> 'correlation_id'",
+    wire.H_CAUSATION: "metadata::jsonb ->> 'causation_id'",
+}
+# Each row's headers travel as JSON text (nulls stripped: ids the event lacks):
+# a JSON array of the whole batch would meet PostgreSQL's 1 GB limit on one
+# value first.
 _POSTGRES = text(
     f"""
-    SELECT global_position, aggregate_type, aggregate_id, payload, {_POSTGRES_HEADERS},
+    SELECT global_position, aggregate_type, aggregate_id, payload,
+           json_strip_nulls(json_build_object(
+               {_pairs(_POSTGRES_VALUES, _BOTH)}
+           ))::text,
            floor(extract(epoch FROM occurred_at) * 1000)::bigint
     FROM events WHERE global_position > :after ORDER BY global_position LIMIT :limit
     """
 )
+
 # SQLite holds the time as "YYYY-MM-DD HH:MM:SS.ffffff" in UTC and the id as
-# 32 hex digits. A merge patch onto {} leaves out the members that are null.
-_SQLITE_HEADERS = _headers_object(
-    "json_patch('{{}}', json_object({}))",
-    {
-        wire.H_CONTENT_TYPE: f"'{wire.CONTENT_TYPE}'",
-        wire.H_TYPE: "event_type",
-        wire.H_SCHEMA: "CAST(schema_version AS TEXT)",
-        wire.H_EVENT_ID: """substr(event_id, 1, 8) || '-' || substr(event_id, 9, 4) || '-'
-            || substr(event_id, 13, 4) || '-' || substr(event_id, 17, 4) || '-'
-            || substr(event_id, 21, 12)""",
-        wire.H_AGG_TYPE: "aggregate_type",
-        wire.H_AGG_ID: "aggregate_id",
-        wire.H_VERSION: "CAST(version AS TEXT)",
-        wire.H_POSITION: "CAST(global_position AS TEXT)",
-        wire.H_OCCURRED: "replace(occurred_at, ' ', 'T') || '+00:00'",
-        wire.H_CORRELATION: "CASE WHEN length(metadata) > 2"
-        " THEN metadata ->> '$.correlation_id' END",
-        wire.H_CAUSATION: "CASE WHEN length(metadata) > 2 THEN metadata ->> '$.causation_id' END",
-    },
-)
+# 32 hex digits; the batch's subquery reads the ids out of the metadata.
+_SQLITE_VALUES = {
+    wire.H_CONTENT_TYPE: f"'{wire.CONTENT_TYPE}'",
+    wire.H_TYPE: "event_type",
+    wire.H_SCHEMA: "CAST(schema_version AS TEXT)",
+    wire.H_EVENT_ID: """substr(event_id, 1, 8) || '-' || substr(event_id, 9, 4) || '-'
+        || substr(event_id, 13, 4) || '-' || substr(event_id, 17, 4) || '-'
+        || substr(event_id, 21, 12)""",
+    wire.H_AGG_TYPE: "aggregate_type",
+    wire.H_AGG_ID: "aggregate_id",
+    wire.H_VERSION: "CAST(version AS TEXT)",
+    wire.H_POSITION: "CAST(global_position AS TEXT)",
+    wire.H_OCCURRED: "replace(occurred_at, ' ', 'T') || '+00:00'",
+    wire.H_CORRELATION: "es_correlation",
+    wire.H_CAUSATION: "es_causation",
+}
+# One object per combination of ids present: SQLite's json_object keeps null
+# members, and dropping them afterwards (json_patch) cost 1.3 µs per event.
+_SQLITE_HEADERS = f"""
+    CASE WHEN es_correlation IS NULL AND es_causation IS NULL
+         THEN json_object({_pairs(_SQLITE_VALUES, _ALWAYS)})
+         WHEN es_causation IS NULL
+         THEN json_object({_pairs(_SQLITE_VALUES, (*_ALWAYS, wire.H_CORRELATION))})
+         WHEN es_correlation IS NULL
+         THEN json_object({_pairs(_SQLITE_VALUES, (*_ALWAYS, wire.H_CAUSATION))})
+         ELSE json_object({_pairs(_SQLITE_VALUES, _BOTH)})
+    END
+"""
 _SQLITE_MESSAGE = f"""
     global_position, aggregate_type, aggregate_id, payload, {_SQLITE_HEADERS},
     -- whole seconds first: SQLite's date functions round .9995 s up
     unixepoch(substr(occurred_at, 1, 19)) * 1000 + CAST(substr(occurred_at, 21, 3) AS INTEGER)
 """
 _SQLITE_BATCH = """
-    FROM (SELECT * FROM events WHERE global_position > :after
+    FROM (SELECT *,
+                 CASE WHEN length(metadata) > 2 THEN metadata ->> '$.correlation_id' END
+                     AS es_correlation,
+                 CASE WHEN length(metadata) > 2 THEN metadata ->> '$.causation_id' END
+                     AS es_causation
+          FROM events WHERE global_position > :after
           ORDER BY global_position LIMIT :limit)
 """
 # The batch comes back as one JSON array in one row, which orjson parses into

@@ -108,6 +108,54 @@ def test_kafka_timestamps_are_whole_milliseconds_never_rounded_up(store: EventSt
     assert [m.timestamp for m in messages] == [wire.encode(r)[3] for r in stored]
 
 
+def test_headers_of_events_with_and_without_correlation_and_causation(
+    store: EventStore,
+) -> None:
+    # Every combination of the optional ids: a header is there exactly when
+    # its id is, in the documented order.
+    ids = [uuid4(), uuid4()]
+    shapes = [
+        "{}",
+        f'{{"correlation_id":"{ids[0]}"}}',
+        f'{{"causation_id":"{ids[1]}"}}',
+        f'{{"correlation_id":"{ids[0]}","causation_id":"{ids[1]}"}}',
+        '{"correlation_id":null}',
+    ]
+    store.append_records(
+        [
+            StoredEvent(
+                position=0,
+                stream_id=f"outbox_note:m-{i}",
+                aggregate_id=f"m-{i}",
+                aggregate_type="outbox_note",
+                version=1,
+                event_type=OutboxNoted.event_type,
+                schema_version=1,
+                event_id=uuid4(),
+                occurred_at=datetime(2026, 11, 26, 4, 30, tzinfo=UTC),
+                payload='{"text":"m"}',
+                metadata=metadata,
+            )
+            for i, metadata in enumerate(shapes)
+        ]
+    )
+    records = store.read_log(0, 10)
+    messages = read_messages(store, 0, 10)
+    assert len(messages) == len(shapes)
+    for record, message in zip(records, messages, strict=True):
+        _key, _value, headers, _timestamp = wire.encode(record)
+        sent = [(name, str(v).encode()) for name, v in message.headers.items()]
+        assert sent == headers
+    names = [list(m.headers)[9:] for m in messages]
+    assert names == [
+        [],
+        [wire.H_CORRELATION],
+        [wire.H_CAUSATION],
+        [wire.H_CORRELATION, wire.H_CAUSATION],
+        [],
+    ]
+
+
 def test_a_batch_longer_than_sqlite_allows_a_string_is_read_row_by_row(tmp_path: Path) -> None:
     # SQLite refuses to build a string longer than its length limit (1 GB as
     # built): a batch of big events is read without the one-row JSON then.

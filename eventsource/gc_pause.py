@@ -11,20 +11,12 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 
-@contextmanager
-def paused_gc() -> Iterator[None]:
+def paused_gc() -> AbstractContextManager[None]:
     """Hold cyclic collection for the block (restoring the caller's setting after)."""
-    enabled = gc.isenabled()
-    if enabled:
-        gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+    return BatchedCollection(every=1).batch()
 
 
 class BatchedCollection:

@@ -35,6 +35,7 @@ def parse_uuid_bytes(raw: bytes) -> UUID:
     digits = raw.replace(b"-", b"")
     if len(digits) != 32 or not digits.isascii():
         return UUID(raw.decode())
+    # `uuid_from_hex`, inlined as in `parse_uuid` (`int()` reads bytes too).
     value = _new(UUID)
     _set_int(value, int(digits, 16))
     _set_is_safe(value, _UNKNOWN)

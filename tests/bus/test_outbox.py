@@ -12,7 +12,7 @@ from sqlalchemy import event
 
 from eventsource import Aggregate, Event, EventStore, Repository, StoredEvent, caused_by, on
 from eventsource.bus import wire
-from eventsource.bus.outbox import read_messages
+from eventsource.bus.outbox import OutgoingMessage, read_messages
 
 
 class OutboxNoted(Event):
@@ -26,6 +26,20 @@ class OutboxNote(Aggregate, type_name="outbox_note"):
     @on(OutboxNoted)
     def _noted(self, event: OutboxNoted) -> None:
         self.count += 1
+
+
+def assert_sent_as_encoded(record: StoredEvent, message: OutgoingMessage) -> None:
+    """The relay's message for `record` is what `wire.encode` makes of it."""
+    key, value, headers, timestamp = wire.encode(record)
+    # Text goes to librdkafka as it is, which writes it as UTF-8.
+    sent = [(name, v.encode() if isinstance(v, str) else v) for name, v in message.headers.items()]
+    assert (message.key.encode(), message.value.encode(), sent, message.timestamp) == (
+        key,
+        value,
+        headers,
+        timestamp,
+    )
+    assert message.position == record.position
 
 
 def test_fast_read_equals_wire_encode_of_the_stored_record(store: EventStore) -> None:
@@ -45,18 +59,7 @@ def test_fast_read_equals_wire_encode_of_the_stored_record(store: EventStore) ->
     messages = read_messages(store, 0, 100)
     assert len(messages) == len(records) == 29
     for record, message in zip(records, messages, strict=True):
-        key, value, headers, timestamp = wire.encode(record)
-        # Text goes to librdkafka as it is, which writes it as UTF-8.
-        sent = [
-            (name, v.encode() if isinstance(v, str) else v) for name, v in message.headers.items()
-        ]
-        assert (message.key.encode(), message.value.encode(), sent, message.timestamp) == (
-            key,
-            value,
-            headers,
-            timestamp,
-        )
-        assert message.position == record.position
+        assert_sent_as_encoded(record, message)
     assert read_messages(store, records[10].position, 5)[0].position == records[11].position
 
 
@@ -143,9 +146,7 @@ def test_headers_of_events_with_and_without_correlation_and_causation(
     messages = read_messages(store, 0, 10)
     assert len(messages) == len(shapes)
     for record, message in zip(records, messages, strict=True):
-        _key, _value, headers, _timestamp = wire.encode(record)
-        sent = [(name, str(v).encode()) for name, v in message.headers.items()]
-        assert sent == headers
+        assert_sent_as_encoded(record, message)
     names = [list(m.headers)[9:] for m in messages]
     assert names == [
         [],
@@ -178,14 +179,5 @@ def test_a_batch_longer_than_sqlite_allows_a_string_is_read_row_by_row(tmp_path:
     records = store.read_log(0, 100)
     assert [m.position for m in messages] == [r.position for r in records]
     for record, message in zip(records, messages, strict=True):
-        key, value, headers, timestamp = wire.encode(record)
-        sent = [
-            (name, v.encode() if isinstance(v, str) else v) for name, v in message.headers.items()
-        ]
-        assert (message.key.encode(), message.value.encode(), sent, message.timestamp) == (
-            key,
-            value,
-            headers,
-            timestamp,
-        )
+        assert_sent_as_encoded(record, message)
     store.close()

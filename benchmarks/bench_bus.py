@@ -2,13 +2,15 @@
 
     .venv/bin/python -m benchmarks.bench_bus [--events N] [--quick] [--json]
                                              [--bootstrap-servers HOST:PORT]
+                                             [--database-url URL]
 
-Two benchmarks (see benchmarks/README.md), from one populated SQLite store:
+Two benchmarks (see benchmarks/README.md), from one populated SQLite store
+(and the same events in a PostgreSQL store, given a database URL):
 
-1. relay: `Relay.run(until_caught_up=True)` from the store to Kafka, against a
-   hand-written transactional producer loop sending the same messages already
-   encoded (same topics, keys, values, headers and transaction size), and a
-   non-transactional idempotent producer (the floor);
+1. relay: `Relay.run(until_caught_up=True)` from the store to Kafka (from
+   each store), against a hand-written transactional producer loop sending
+   the same messages already encoded (same topics, keys, values, headers and
+   transaction size), and a non-transactional idempotent producer (the floor);
 2. consume + decode: `KafkaLogConsumer.poll` and `store.codec.decode` of every
    message, against a raw `Consumer.consume` loop with `orjson.loads` of each
    value; and the embedded `SqlLogConsumer` reading the same events from SQLite.
@@ -39,8 +41,10 @@ from typing import Any
 
 import confluent_kafka
 import orjson
+import sqlalchemy as sa
 from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
+from sqlalchemy.engine import make_url
 
 from benchmarks.model import Order, full_orders
 from benchmarks.report import (
@@ -67,6 +71,7 @@ from eventsource.bus.sqllog import SqlLogConsumer
 TARGET = 0.7
 PREFETCH = 1.0  # seconds a reader may fetch ahead before its clock starts
 RELAY = ("relay", "baseline", "floor")
+RELAY_POSTGRES = "relay_pg"
 CONSUME = ("framework", "raw", "raw_headers", "embedded")
 
 
@@ -95,9 +100,11 @@ def timed(into: list[float]) -> Iterator[None]:
 
 
 class Bench:
-    """The store, the Kafka topics of every run, and clean-up."""
+    """The stores, the Kafka topics of every run, and clean-up."""
 
-    def __init__(self, plan: Plan, servers: str, directory: Path) -> None:
+    def __init__(
+        self, plan: Plan, servers: str, directory: Path, database_url: str | None = None
+    ) -> None:
         self.plan = plan
         self.kafka = KafkaConfig(servers, partitions=plan.partitions)
         self.admin = TopicAdmin(self.kafka)
@@ -106,23 +113,45 @@ class Bench:
         self.store = EventStore(self.url, context=self.context("store"))
         self.store.create_schema()
         self.contexts: list[str] = []
+        # The same events in PostgreSQL, in a database of their own.
+        self.pg_url: str | None = None
+        self.pg_version: str | None = None
+        self._pg_admin: sa.Engine | None = None
+        self._pg_database = self.prefix.replace("-", "_")
+        if database_url and make_url(database_url).get_backend_name() == "postgresql":
+            self._pg_admin = sa.create_engine(
+                make_url(database_url).set(drivername="postgresql+psycopg"),
+                isolation_level="AUTOCOMMIT",
+                poolclass=sa.NullPool,
+            )
+            with self._pg_admin.connect() as conn:
+                conn.exec_driver_sql(f'CREATE DATABASE "{self._pg_database}"')
+                version = str(conn.exec_driver_sql("SHOW server_version").scalar_one())
+                self.pg_version = version.split(maxsplit=1)[0]
+            url = self._pg_admin.url.set(database=self._pg_database)
+            self.pg_url = url.render_as_string(hide_password=False)
+            with EventStore(self.pg_url, context=self.context("store")) as store:
+                store.create_schema()
 
     def context(self, name: str) -> str:
         return f"{self.prefix}-{name}"
 
     def populate(self) -> None:
-        rng = random.Random(42)
-        orders = Repository(self.store, Order)
-        per_save = 100  # orders of 10 events
-        for i in range(0, self.plan.events // 10, per_save):
-            count = min(per_save, self.plan.events // 10 - i)
-            orders.save(*full_orders(f"order-{i}", count, rng))
+        populate(self.store, self.plan.events)
+        if self.pg_url is not None:
+            with EventStore(self.pg_url, context=self.context("store")) as store:
+                populate(store, self.plan.events)
+                # A live store's table has statistics (autovacuum sees to it);
+                # without them PostgreSQL may sort the whole table for each page.
+                with store.engine.connect() as conn:
+                    conn.exec_driver_sql("ANALYZE events")
+                    conn.commit()
 
-    def fresh(self, name: str) -> EventStore:
+    def fresh(self, name: str, url: str | None = None) -> EventStore:
         """The same events under a new context, hence new (empty) topics."""
         context = self.context(name)
         self.contexts.append(context)
-        store = EventStore(self.url, context=context)
+        store = EventStore(url or self.url, context=context)
         self.admin.ensure([store.topic_for(Order.type_name)])
         return store
 
@@ -134,14 +163,29 @@ class Bench:
         topics = self.admin.list_topics(self.prefix)
         self.admin.delete(topics)
         log(f"deleted {len(topics)} topics")
+        if self._pg_admin is not None:
+            with self._pg_admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{self._pg_database}" WITH (FORCE)')
+            self._pg_admin.dispose()
+
+
+def populate(store: EventStore, events: int) -> None:
+    """Orders of 10 events, saved 100 orders at a time; the same ones in every store."""
+    rng = random.Random(42)
+    orders = Repository(store, Order)
+    per_save = 100
+    for i in range(0, events // 10, per_save):
+        count = min(per_save, events // 10 - i)
+        orders.save(*full_orders(f"order-{i}", count, rng))
 
 
 # -- 1. relay ----------------------------------------------------------------------
 
 
-def relay_run(bench: Bench, run: str) -> tuple[float, float, str]:
-    """(start-up seconds, relay seconds, topic) of `Relay` into fresh topics."""
-    store = bench.fresh(f"relay-{run}")
+def relay_run(bench: Bench, run: str, url: str | None = None) -> tuple[float, float, str]:
+    """(start-up seconds, relay seconds, topic) of `Relay` into fresh topics, from
+    the SQLite store or the one at `url`."""
+    store = bench.fresh(f"relay-{'pg-' if url else ''}{run}", url)
     relay = Relay(store, bench.kafka, batch_size=bench.plan.batch)
     try:
         started = time.perf_counter()
@@ -305,14 +349,17 @@ def _read_rate(step: Callable[[], int], total: int) -> float:
 
 def run_all(bench: Bench) -> dict[str, Any]:
     plan = bench.plan
-    samples: dict[str, list[float]] = {name: [] for name in (*RELAY, *CONSUME)}
+    relayers = RELAY if bench.pg_url is None else (*RELAY, RELAY_POSTGRES)
+    samples: dict[str, list[float]] = {name: [] for name in (*relayers, *CONSUME)}
     start_ups: list[float] = []
     for run in range(plan.runs + 1):
         label = "warm-up" if run == 0 else f"run {run}/{plan.runs}"
         rates: dict[str, float] = {}
         topic = ""
-        for name in turns(RELAY, run):
-            if name == "relay":
+        for name in turns(relayers, run):
+            if name == RELAY_POSTGRES:
+                rates[name] = plan.events / relay_run(bench, str(run), bench.pg_url)[1]
+            elif name == "relay":
                 start_up, seconds, topic = relay_run(bench, str(run))
                 rates[name] = plan.events / seconds
                 if run:
@@ -335,6 +382,7 @@ def run_all(bench: Bench) -> dict[str, Any]:
                 samples[name].append(value)
     medians = {name: median(values) for name, values in samples.items()}
     return {
+        "postgresql": bench.pg_version,
         "events_per_second": medians,
         "samples": samples,
         "relay_start_up_seconds": median(start_ups),
@@ -369,10 +417,17 @@ def tables(results: dict[str, Any], plan: Plan) -> list[Table]:
         row("baseline", "baseline  hand-written transactional loop", "baseline"),
         row("floor", "floor  idempotent producer, no transactions", "baseline"),
     ]
+    if RELAY_POSTGRES in eps:
+        relay.rows.insert(1, row(RELAY_POSTGRES, "relay  the same from PostgreSQL", "baseline"))
     relay.notes = [
         f"relay / baseline {ratio(results['relay_vs_baseline'])}"
         f" (target >= {TARGET}: {verdict(results['relay_vs_baseline'] >= TARGET)});"
         f" relay / floor {ratio(results['relay_vs_floor'])}",
+        *(
+            ["the relay from PostgreSQL reads a table with statistics (ANALYZE after filling it)"]
+            if RELAY_POSTGRES in eps
+            else ["no PostgreSQL --database-url: the relay from PostgreSQL was not measured"]
+        ),
         "relay start-up (init_transactions, fencing, recovery from the topics' tails):"
         f" {results['relay_start_up_seconds'] * 1000:,.0f} ms, not in the rate",
     ]
@@ -407,6 +462,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
         help="the Kafka broker (default: EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS or 127.0.0.1:9092)",
     )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("EVENTSOURCE_DATABASE_URL"),
+        help="a PostgreSQL server to relay from too (default: EVENTSOURCE_DATABASE_URL)",
+    )
     return parser.parse_args(argv)
 
 
@@ -417,14 +477,17 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, events=args.events)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="eventsource-bench-bus-") as directory:
-        bench = Bench(plan, args.bootstrap_servers, Path(directory))
+        bench = Bench(plan, args.bootstrap_servers, Path(directory), args.database_url)
         try:
-            log(f"populating {plan.events:,} events in {bench.url}")
+            log(
+                f"populating {plan.events:,} events in {bench.url}"
+                + (" and PostgreSQL" if bench.pg_url else "")
+            )
             bench.populate()
             results = run_all(bench)
         finally:
             bench.close()
-    info = machine(None)
+    info = machine(results["postgresql"])
     info["kafka"] = {
         "bootstrap_servers": args.bootstrap_servers,
         "confluent_kafka": metadata.version("confluent-kafka"),

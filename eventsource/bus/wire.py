@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from eventsource.errors import DecodeError
+from eventsource.events.codec import metadata_ids
 from eventsource.events.records import StoredEvent, stream_id_for
 from eventsource.events.uuids import parse_uuid_bytes
 
@@ -92,7 +93,7 @@ def encode(record: StoredEvent) -> tuple[bytes, bytes, Headers, int]:
         str(record.version),
         str(record.position),
         record.occurred_at.isoformat(timespec="microseconds"),
-        *_metadata_ids(record.metadata),
+        *metadata_ids(record.metadata),
     )
     encoded: Headers = [(name, str(value).encode()) for name, value in text]
     timestamp = milliseconds(record.occurred_at)
@@ -293,13 +294,6 @@ def milliseconds(moment: datetime) -> int:
     """Whole milliseconds since the Unix epoch, exactly (`timestamp() * 1000` is a
     float that can land just below a whole millisecond)."""
     return (moment - _EPOCH) // _MILLISECOND
-
-
-def _metadata_ids(metadata: str) -> tuple[str | None, str | None]:
-    if len(metadata) <= 2:  # "{}"
-        return None, None
-    meta = orjson.loads(metadata)
-    return meta.get("correlation_id"), meta.get("causation_id")
 
 
 def position_of(headers: list[tuple[str, bytes]] | None) -> int | None:

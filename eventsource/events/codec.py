@@ -207,21 +207,30 @@ _CORRELATION = '{"correlation_id":"'
 _THEN_CAUSATION = '","causation_id":"'
 
 
-def _decode_metadata(text: str) -> tuple[UUID | None, UUID | None]:
+def metadata_ids(text: str) -> tuple[str | None, str | None]:
+    """The correlation and causation ids in a record's metadata, as text."""
     if text in ("", "{}"):
         return None, None
     # The two shapes `_encode_metadata` writes, sliced rather than parsed:
     # {"correlation_id":"<36>"} and {"correlation_id":"<36>","causation_id":"<36>"}.
     if text.startswith(_CORRELATION) and text.endswith('"}') and "\\" not in text:
         if len(text) == 57:
-            return parse_uuid(text[19:55]), None
+            return text[19:55], None
         if len(text) == 111 and text[55:73] == _THEN_CAUSATION:
-            return parse_uuid(text[19:55]), parse_uuid(text[73:109])
+            return text[19:55], text[73:109]
     meta = orjson.loads(text)
     if not isinstance(meta, dict):
         raise ValueError("metadata is not a JSON object")
     correlation = meta.get("correlation_id")
     causation = meta.get("causation_id")
+    return (
+        None if correlation is None else str(correlation),
+        None if causation is None else str(causation),
+    )
+
+
+def _decode_metadata(text: str) -> tuple[UUID | None, UUID | None]:
+    correlation, causation = metadata_ids(text)
     return (
         parse_uuid(correlation) if correlation is not None else None,
         parse_uuid(causation) if causation is not None else None,

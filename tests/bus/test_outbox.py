@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import pytest
 from sqlalchemy import event
 
 from eventsource import Aggregate, Event, EventStore, Repository, StoredEvent, caused_by, on
 from eventsource.bus import wire
 from eventsource.bus.outbox import OutgoingMessage, read_messages
+from eventsource.errors import StoreError
 
 
 class OutboxNoted(Event):
@@ -123,6 +125,8 @@ def test_headers_of_events_with_and_without_correlation_and_causation(
         f'{{"causation_id":"{ids[1]}"}}',
         f'{{"correlation_id":"{ids[0]}","causation_id":"{ids[1]}"}}',
         '{"correlation_id":null}',
+        '{"correlation_id":"","causation_id":null}',
+        f'{{ "causation_id" : "{ids[1]}", "correlation_id" : "{ids[0]}" }}',
     ]
     store.append_records(
         [
@@ -154,7 +158,30 @@ def test_headers_of_events_with_and_without_correlation_and_causation(
         [wire.H_CAUSATION],
         [wire.H_CORRELATION, wire.H_CAUSATION],
         [],
+        [],
+        [wire.H_CORRELATION, wire.H_CAUSATION],
     ]
+
+
+def test_metadata_that_is_not_a_json_object_stops_the_read_naming_the_event(
+    store: EventStore,
+) -> None:
+    good = OutboxNote("fine")
+    good.trigger(OutboxNoted(text="ok"))
+    Repository(store, OutboxNote).save(good)
+    bad = store.read_log(0, 1)[0]._replace(
+        position=0,
+        stream_id="outbox_note:odd",
+        aggregate_id="odd",
+        event_id=uuid4(),
+        metadata='["not", "an", "object"]',
+    )
+    store.append_records([bad])
+    first, odd = (r.position for r in store.read_log(0, 10))
+
+    assert [m.position for m in read_messages(store, 0, 1)] == [first]
+    with pytest.raises(StoreError, match=f"global position {odd} has unreadable metadata"):
+        read_messages(store, 0, 10)
 
 
 def test_a_batch_longer_than_sqlite_allows_a_string_is_read_row_by_row(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import os
 import platform
 import sqlite3
@@ -118,7 +119,10 @@ def rate(value: float | None) -> str:
 
 
 def ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+    """Two decimals, rounded down: 0.695 prints 0.69, never a 0.70 beside a missed 0.7."""
+    if value is None:
+        return "-"
+    return f"{math.floor(value * 100 + 1e-9) / 100:.2f}" if math.isfinite(value) else str(value)
 
 
 def millis(seconds: float) -> str:

@@ -44,6 +44,28 @@ def assert_sent_as_encoded(record: StoredEvent, message: OutgoingMessage) -> Non
     assert message.position == record.position
 
 
+def note_record(
+    note_id: str,
+    *,
+    occurred_at: datetime = datetime(2026, 11, 26, 4, 30, tzinfo=UTC),
+    metadata: str = "{}",
+) -> StoredEvent:
+    """A record of the first event of note `note_id`, ready for `append_records`."""
+    return StoredEvent(
+        position=0,
+        stream_id=f"outbox_note:{note_id}",
+        aggregate_id=note_id,
+        aggregate_type="outbox_note",
+        version=1,
+        event_type=OutboxNoted.event_type,
+        schema_version=1,
+        event_id=uuid4(),
+        occurred_at=occurred_at,
+        payload='{"text":"t"}',
+        metadata=metadata,
+    )
+
+
 def test_fast_read_equals_wire_encode_of_the_stored_record(store: EventStore) -> None:
     notes = Repository(store, OutboxNote)
     # Everything JSON escapes on the way through the database and back.
@@ -87,22 +109,7 @@ def test_kafka_timestamps_are_whole_milliseconds_never_rounded_up(store: EventSt
         datetime(2026, 11, 25, 19, 30, 1, micro, tzinfo=UTC)
         for micro in (0, 999, 1000, 499_999, 500_000, 999_499, 999_500, 999_999)
     ]
-    records = [
-        StoredEvent(
-            position=0,
-            stream_id=f"outbox_note:t-{i}",
-            aggregate_id=f"t-{i}",
-            aggregate_type="outbox_note",
-            version=1,
-            event_type=OutboxNoted.event_type,
-            schema_version=1,
-            event_id=uuid4(),
-            occurred_at=moment,
-            payload='{"text":"t"}',
-            metadata="{}",
-        )
-        for i, moment in enumerate(moments)
-    ]
+    records = [note_record(f"t-{i}", occurred_at=moment) for i, moment in enumerate(moments)]
     store.append_records(records)
     messages = read_messages(store, 0, 100)
     assert [m.timestamp for m in messages] == [
@@ -128,24 +135,7 @@ def test_headers_of_events_with_and_without_correlation_and_causation(
         '{"correlation_id":"","causation_id":null}',
         f'{{ "causation_id" : "{ids[1]}", "correlation_id" : "{ids[0]}" }}',
     ]
-    store.append_records(
-        [
-            StoredEvent(
-                position=0,
-                stream_id=f"outbox_note:m-{i}",
-                aggregate_id=f"m-{i}",
-                aggregate_type="outbox_note",
-                version=1,
-                event_type=OutboxNoted.event_type,
-                schema_version=1,
-                event_id=uuid4(),
-                occurred_at=datetime(2026, 11, 26, 4, 30, tzinfo=UTC),
-                payload='{"text":"m"}',
-                metadata=metadata,
-            )
-            for i, metadata in enumerate(shapes)
-        ]
-    )
+    store.append_records([note_record(f"m-{i}", metadata=m) for i, m in enumerate(shapes)])
     records = store.read_log(0, 10)
     messages = read_messages(store, 0, 10)
     assert len(messages) == len(shapes)
@@ -169,14 +159,7 @@ def test_metadata_that_is_not_a_json_object_stops_the_read_naming_the_event(
     good = OutboxNote("fine")
     good.trigger(OutboxNoted(text="ok"))
     Repository(store, OutboxNote).save(good)
-    bad = store.read_log(0, 1)[0]._replace(
-        position=0,
-        stream_id="outbox_note:odd",
-        aggregate_id="odd",
-        event_id=uuid4(),
-        metadata='["not", "an", "object"]',
-    )
-    store.append_records([bad])
+    store.append_records([note_record("odd", metadata='["not", "an", "object"]')])
     first, odd = (r.position for r in store.read_log(0, 10))
 
     assert [m.position for m in read_messages(store, 0, 1)] == [first]

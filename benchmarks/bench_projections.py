@@ -47,6 +47,7 @@ from sqlalchemy.engine import make_url
 from benchmarks.accounts import Deposited, totals, totals_projection
 from benchmarks.report import Table as ReportTable
 from benchmarks.report import (
+    cli_tuning,
     elapsed,
     header_lines,
     log,
@@ -223,9 +224,12 @@ def framework_fold(kafka: KafkaConfig, context: str, url: str, batch: int) -> fl
         conn.exec_driver_sql(f"TRUNCATE {', '.join([totals.name, *existing])}")
     consumer = KafkaLogConsumer(kafka, group_id=f"bench-{uuid.uuid4().hex[:12]}")
     worker = Worker(cls(), consumer, engine=engine, batch_size=batch)
-    with quiet_gc():
+    with quiet_gc(), cli_tuning() as tuning:
         started = time.perf_counter()
-        worker.run(until_caught_up=True)
+        worker.run(
+            until_caught_up=True,
+            on_batch=None if tuning is None else lambda _w, _s: tuning.batch_done(),
+        )
         elapsed = time.perf_counter() - started
     worker.close()
     engine.dispose()

@@ -48,6 +48,7 @@ from sqlalchemy.engine import make_url
 from benchmarks.accounts import AGGREGATE, Deposited, totals_projection
 from benchmarks.report import Table as ReportTable
 from benchmarks.report import (
+    cli_tuning,
     header_lines,
     log,
     machine,
@@ -132,9 +133,15 @@ def framework_sqlite(context: str, source_url: str, views_url: str, batch: int) 
     views = create_engine(views_url)
     cls = totals_projection(context)
     try:
-        with quiet_gc():
+        with quiet_gc(), cli_tuning() as tuning:
             started = time.perf_counter()
-            rebuild(cls, SqlLogConsumer({context: store}), engine=views, batch_size=batch)
+            rebuild(
+                cls,
+                SqlLogConsumer({context: store}),
+                engine=views,
+                batch_size=batch,
+                on_batch=tuning and tuning.batch_done,
+            )
             return time.perf_counter() - started
     finally:
         store.close()
@@ -147,9 +154,11 @@ def framework_kafka(context: str, kafka: KafkaConfig, views_url: str, batch: int
     cls = totals_projection(context)
     consumer = KafkaLogConsumer(kafka, group_id=f"bench-rebuild-{uuid.uuid4().hex[:12]}")
     try:
-        with quiet_gc():
+        with quiet_gc(), cli_tuning() as tuning:
             started = time.perf_counter()
-            rebuild(cls, consumer, engine=views, batch_size=batch)
+            rebuild(
+                cls, consumer, engine=views, batch_size=batch, on_batch=tuning and tuning.batch_done
+            )
             return time.perf_counter() - started
     finally:
         consumer.close()

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Literal
 
+from eventsource.tuning import InterpreterTuning
+
 _LIBRARIES = ("eventsource", "sqlalchemy", "pydantic", "pydantic-core", "psycopg", "orjson")
 _STARTED = time.perf_counter()
 
@@ -45,6 +47,17 @@ def quiet_gc() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+@contextmanager
+def cli_tuning() -> Iterator[InterpreterTuning | None]:
+    """The interpreter tuning the `eventsource` command applies when
+    `EVENTSOURCE_TUNE_INTERPRETER` is true (library code never tunes)."""
+    if os.environ.get("EVENTSOURCE_TUNE_INTERPRETER", "").lower() not in ("1", "true", "yes"):
+        yield None
+        return
+    with InterpreterTuning() as tuning:
+        yield tuning
 
 
 def turns(names: tuple[str, ...], n: int) -> list[str]:

@@ -6,7 +6,6 @@ given on the command line win.
 
 from __future__ import annotations
 
-import gc
 import importlib
 import logging
 import signal
@@ -23,6 +22,7 @@ from eventsource.errors import EventSourceError
 from eventsource.settings import Settings
 from eventsource.store.engine import create_engine
 from eventsource.store.eventstore import EventStore, upgrade_schema
+from eventsource.tuning import InterpreterTuning
 
 log = logging.getLogger("eventsource.cli")
 
@@ -58,6 +58,16 @@ def stop_on_signals() -> Iterator[threading.Event]:
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+@contextmanager
+def interpreter_tuning(settings: Settings) -> Iterator[InterpreterTuning | None]:
+    """The interpreter tuning of `EVENTSOURCE_TUNE_INTERPRETER`, if it is on."""
+    if not settings.tune_interpreter:
+        yield None
+        return
+    with InterpreterTuning() as tuning:
+        yield tuning
 
 
 def import_modules(modules: tuple[str, ...]) -> None:
@@ -110,6 +120,7 @@ def relay_run(url: str | None, context: str | None, batch_size: int, once: bool)
         EventStore(settings.database_url, context=settings.context) as store,
         Relay(store, kafka, batch_size=batch_size) as relayer,
         stop_on_signals() as stop,
+        interpreter_tuning(settings) as tuning,
     ):
         start = relayer.start()
         head = store.head_position()
@@ -119,6 +130,8 @@ def relay_run(url: str | None, context: str | None, batch_size: int, once: bool)
                 report.update(
                     progress.relayed, total=progress.relayed + progress.lag, lag=progress.lag
                 )
+                if tuning is not None:
+                    tuning.batch_done()
 
             relayer.run(stop=stop, until_caught_up=once, progress=show)
     click.echo(
@@ -203,8 +216,9 @@ def projection_run(
     from eventsource.projections.worker import BatchStats, Worker
 
     classes = [load_class(name) for name in names]
+    settings = settings_from(url, context)
     with (
-        Runtime(settings_from(url, context)) as runtime,
+        Runtime(settings) as runtime,
         stop_on_signals() as stop,
         ExitStack() as stack,
     ):
@@ -212,10 +226,13 @@ def projection_run(
         reports = {
             w.name: stack.enter_context(ProgressReport(f"{w.kind} {w.name}")) for w in workers
         }
+        tuning = stack.enter_context(interpreter_tuning(settings))
 
         def show(worker: Worker, stats: BatchStats) -> None:
             if stats.messages:
                 reports[worker.name].update(worker.applied)
+                if tuning is not None:
+                    tuning.batch_done()
 
         run_workers(workers, stop=stop, until_caught_up=until_caught_up, on_batch=show)
 
@@ -286,19 +303,17 @@ def projection_rebuild(
     from eventsource.projections.runner import Runtime, load_class
 
     cls = load_class(name)
+    settings = settings_from(url, context)
     with (
-        Runtime(settings_from(url, context)) as runtime,
+        Runtime(settings) as runtime,
         stop_on_signals() as stop,
         ProgressReport(f"rebuild {cls.name}") as report,
+        interpreter_tuning(settings) as tuning,
     ):
 
         def show(progress: RebuildProgress) -> None:
             report.update(progress.done, total=progress.total, lag=progress.lag)
 
-        # What start-up loaded (modules, classes, the engine) lives as long as
-        # the process: keep it out of the thousands of collections a rebuild runs.
-        gc.collect()
-        gc.freeze()
         applied = rebuild(
             cls,
             runtime.log(f"{cls.name}.rebuild"),
@@ -307,6 +322,7 @@ def projection_rebuild(
             restart=restart,
             stop=stop,
             progress=show,
+            on_batch=None if tuning is None else tuning.batch_done,
         )
     if stop.is_set():
         click.echo(f"{cls.name}: rebuild interrupted after {applied:,} events; run again to resume")

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # Embedded mode: where other contexts' stores live, so that a worker can
     # read their topics: EVENTSOURCE_STORES='{"orders": "sqlite:///orders.db"}'
     stores: dict[str, str] = Field(default_factory=dict)
+    # The `eventsource` command only: hold the garbage collector between
+    # batches and shorten the GIL switch interval (see `eventsource.tuning`).
+    tune_interpreter: bool = False
 
     @field_validator("context")
     @classmethod

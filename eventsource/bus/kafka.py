@@ -27,7 +27,6 @@ from eventsource.bus.base import (
 )
 from eventsource.bus.config import ClientErrors, KafkaConfig
 from eventsource.errors import BusError, DecodeError
-from eventsource.gc_pause import paused_gc
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +144,7 @@ class KafkaLogConsumer:
             raise BusError(f"Kafka consumer failed: {exc}") from exc
         if not messages:
             self._errors.raise_if_refused("consumer")
-        with paused_gc():
-            return self._records(messages)
+        return self._records(messages)
 
     def _records(self, messages: list[Any]) -> list[LogMessage]:
         out: list[LogMessage] = []

@@ -33,7 +33,6 @@ from eventsource.bus.wire import (
 )
 from eventsource.errors import StoreError
 from eventsource.events.codec import metadata_ids
-from eventsource.gc_pause import paused_gc
 from eventsource.store.engine import fetch_raw, read_transaction
 from eventsource.store.eventstore import EventStore
 
@@ -99,7 +98,7 @@ class OutgoingMessage(NamedTuple):
 
 def read_messages(store: EventStore, after: int, limit: int) -> list[OutgoingMessage]:
     """Up to `limit` events after global position `after`, as Kafka messages, in order."""
-    with paused_gc(), read_transaction(store.engine) as conn:
+    with read_transaction(store.engine) as conn:
         return _read(conn, after, limit)
 
 

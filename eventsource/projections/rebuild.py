@@ -93,6 +93,7 @@ def rebuild(
     stop: threading.Event | None = None,
     progress: ProgressCallback | None = None,
     before_swap: Callable[[], None] | None = None,
+    on_batch: Callable[[], None] | None = None,
 ) -> int:
     """Rebuild `cls`'s views from offset zero and swap them in; return events applied.
 
@@ -132,6 +133,8 @@ def rebuild(
 
     def report(w: Worker, stats: BatchStats) -> None:
         nonlocal last_report
+        if on_batch is not None:
+            on_batch()
         if stop.is_set() or end_of_log.reached(stats):
             finished.set()
         now = time.monotonic()

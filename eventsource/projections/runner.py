@@ -13,6 +13,7 @@ import importlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from types import TracebackType
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -177,7 +178,7 @@ def periodic_work(
     for worker in workers:
         if type(worker.consumer)._deadlines:
             scheduler.add_job(
-                _safely(worker.fire_deadlines, f"deadlines of {worker.name}"),
+                _wake_for_deadlines(worker),
                 "interval",
                 seconds=deadline_interval,
                 max_instances=1,
@@ -201,6 +202,23 @@ def report_lag(workers: Sequence[Worker]) -> None:
         lags = worker.log.lag()
         total = sum(p.lag for p in lags.values())
         log.info("%s %s: lag %d over %d partition(s)", worker.kind, worker.name, total, len(lags))
+
+
+def _wake_for_deadlines(worker: Worker) -> Callable[[], None]:
+    """The scheduler's tick: the worker fires its deadlines on its own thread."""
+
+    def wake() -> None:
+        future = worker.request_deadlines()
+        if future is not None:
+            future.add_done_callback(_log_failure)
+
+    def _log_failure(future: Future[int]) -> None:
+        error = future.exception()
+        if error is not None:
+            # The next tick tries again; the failure must be seen.
+            log.warning("deadlines of %s %s failed: %s", worker.kind, worker.name, error)
+
+    return wake
 
 
 def _safely(job: Callable[[], object], what: str) -> Callable[[], None]:

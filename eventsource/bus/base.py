@@ -108,6 +108,11 @@ class LogConsumer(Protocol):
         """Position and end of every assigned partition (one round trip)."""
         ...
 
+    def ends(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, StartAt]:
+        """Where a consumer that skips what each partition holds so far starts:
+        the partition's end offset and the global position of its last event."""
+        ...
+
     def caught_up(self) -> bool:
         """Whether every assigned partition has been read to its end."""
         ...

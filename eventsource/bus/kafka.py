@@ -34,6 +34,7 @@ _new = tuple.__new__
 BEGINNING = OFFSET_BEGINNING
 END = OFFSET_END
 _WATERMARK_TIMEOUT = 10.0
+_TAIL_TIMEOUT = 30.0
 
 
 class KafkaLogConsumer:
@@ -217,6 +218,29 @@ class KafkaLogConsumer:
             out[tp] = PartitionLag(position, end, end - position)
         return out
 
+    def ends(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, StartAt]:
+        wanted = list(partitions)
+        if not wanted:
+            return {}
+        # A consumer of its own: reading the tails must not move this one's partitions.
+        reader = Consumer(self.config.consumer(f"{self.group_id}.ends"))
+        try:
+            out: dict[TopicPartition, StartAt] = {}
+            for tp in wanted:
+                topic = self.config.physical(tp.topic)
+                try:
+                    _low, high = reader.get_watermark_offsets(
+                        KafkaTopicPartition(topic, tp.partition),
+                        timeout=_WATERMARK_TIMEOUT,
+                        cached=False,
+                    )
+                except KafkaException as exc:
+                    raise BusError(f"cannot read the end of {tp}: {exc}") from exc
+                out[tp] = StartAt(high, last_position(reader, topic, tp.partition))
+            return out
+        finally:
+            reader.close()
+
     def caught_up(self) -> bool:
         return bool(self._assigned) and all(tp in self._at_end for tp in self._assigned)
 
@@ -230,3 +254,55 @@ class KafkaLogConsumer:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def last_position(consumer: Consumer, topic: str, partition: int) -> int:
+    """The global position of the last committed event in one partition (0 if none).
+
+    Reads backwards in growing windows, because the tail may be aborted
+    messages or control records that `read_committed` hides.
+    """
+    tp = KafkaTopicPartition(topic, partition)
+    try:
+        low, high = consumer.get_watermark_offsets(tp, timeout=_TAIL_TIMEOUT, cached=False)
+    except KafkaException as exc:
+        raise BusError(f"cannot read the end of {topic}[{partition}]: {exc}") from exc
+    window = 16
+    end = high
+    while end > low:
+        start = max(low, end - window)
+        found = _last_in_range(consumer, topic, partition, start, end)
+        if found is not None:
+            return found
+        end = start
+        window *= 4
+    return 0
+
+
+def _last_in_range(
+    consumer: Consumer, topic: str, partition: int, start: int, end: int
+) -> int | None:
+    consumer.assign([KafkaTopicPartition(topic, partition, start)])
+    last: int | None = None
+    deadline = time.monotonic() + _TAIL_TIMEOUT
+    while time.monotonic() < deadline:
+        message = consumer.poll(1.0)
+        if message is None:
+            continue
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                break
+            if error.fatal():
+                raise BusError(f"reading {topic}[{partition}] failed: {error}")
+            continue
+        offset = message.offset()
+        if offset is None or offset >= end:
+            break
+        position = wire.position_of(message.headers())
+        if position is not None:
+            last = position
+    else:
+        raise BusError(f"timed out reading the tail of {topic}[{partition}]")
+    consumer.unassign()
+    return last

@@ -23,12 +23,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
-from confluent_kafka import TopicPartition as KafkaTopicPartition
 from sqlalchemy.exc import DBAPIError
 
-from eventsource.bus import wire
 from eventsource.bus.admin import TopicAdmin
 from eventsource.bus.config import ClientErrors, KafkaConfig, kafka_error
+from eventsource.bus.kafka import last_position
 from eventsource.bus.outbox import OutgoingMessage, read_messages
 from eventsource.errors import (
     BusError,
@@ -318,55 +317,3 @@ class Relay:
                 log.warning("relay: cannot %s (%s); retrying in %.1f s", what, exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
-
-
-def last_position(consumer: Consumer, topic: str, partition: int) -> int:
-    """The global position of the last committed event in one partition (0 if none).
-
-    Reads backwards in growing windows, because the tail may be aborted
-    messages or control records that `read_committed` hides.
-    """
-    tp = KafkaTopicPartition(topic, partition)
-    try:
-        low, high = consumer.get_watermark_offsets(tp, timeout=_TIMEOUT, cached=False)
-    except KafkaException as exc:
-        raise BusError(f"cannot read the end of {topic}[{partition}]: {exc}") from exc
-    window = 16
-    end = high
-    while end > low:
-        start = max(low, end - window)
-        found = _last_in_range(consumer, topic, partition, start, end)
-        if found is not None:
-            return found
-        end = start
-        window *= 4
-    return 0
-
-
-def _last_in_range(
-    consumer: Consumer, topic: str, partition: int, start: int, end: int
-) -> int | None:
-    consumer.assign([KafkaTopicPartition(topic, partition, start)])
-    last: int | None = None
-    deadline = time.monotonic() + _TIMEOUT
-    while time.monotonic() < deadline:
-        message = consumer.poll(1.0)
-        if message is None:
-            continue
-        error = message.error()
-        if error is not None:
-            if error.code() == KafkaError._PARTITION_EOF:
-                break
-            if error.fatal():
-                raise BusError(f"reading {topic}[{partition}] failed: {error}")
-            continue
-        offset = message.offset()
-        if offset is None or offset >= end:
-            break
-        position = wire.position_of(message.headers())
-        if position is not None:
-            last = position
-    else:
-        raise BusError(f"timed out reading the tail of {topic}[{partition}]")
-    consumer.unassign()
-    return last

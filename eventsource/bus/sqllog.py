@@ -152,6 +152,14 @@ class SqlLogConsumer:
             out[tp] = PartitionLag(position, end, int(remaining))
         return out
 
+    def ends(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, StartAt]:
+        out: dict[TopicPartition, StartAt] = {}
+        for tp in partitions:
+            store, aggregate_type = self._source(tp.topic)
+            head = store.head_position(aggregate_types=[aggregate_type])
+            out[tp] = StartAt(head + 1, head)
+        return out
+
     def caught_up(self) -> bool:
         return all(p.lag == 0 for p in self.lag().values())
 

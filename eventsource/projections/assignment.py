@@ -43,8 +43,10 @@ class Assignment:
         held: dict[TopicPartition, Position],
         *,
         check_version: bool,
+        start_at: str = "beginning",
     ) -> None:
         self.context = context
+        self.start_at = start_at
         self.log = log_consumer
         self.held = held
         self.check_version = check_version
@@ -61,6 +63,8 @@ class Assignment:
         with context.transaction() as conn:
             loaded = positions.load(conn, context.key, partitions)
             fresh = all(p.revision == 0 for p in loaded.values()) and self._tables_empty(conn)
+            if self.start_at == "end":
+                loaded.update(self._start_at_end(conn, loaded))
         self.held.update(loaded)
         owns = self._owns_everything()
         context.view.shared = not owns
@@ -77,6 +81,25 @@ class Assignment:
         for tp in partitions:
             self.held.pop(tp, None)
         self.context.view.clear_cache()
+
+    def _start_at_end(
+        self, conn: Connection, loaded: dict[TopicPartition, Position]
+    ) -> dict[TopicPartition, Position]:
+        """Partitions never started begin at their end: their positions are
+        stored at once, so a restart resumes there rather than at a later end."""
+        unstarted = [tp for tp, p in loaded.items() if p.revision == 0]
+        if not unstarted:
+            return {}
+        ends = self.log.ends(unstarted)
+        moves = {tp: (loaded[tp], ends[tp].offset, ends[tp].last_position) for tp in unstarted}
+        started = positions.advance(conn, self.context.key, moves)
+        log.info(
+            "%s %s starts at the end of the log: %s",
+            self.context.kind,
+            self.context.name,
+            _describe(started),
+        )
+        return started
 
     # -- positions that moved under us -----------------------------------------
 

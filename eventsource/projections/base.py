@@ -85,6 +85,10 @@ class Consumer:
       refuses to run until `eventsource projection rebuild NAME` has rebuilt
       the view from offset zero.
     * every `sqlalchemy.Table` attribute is one of its view tables.
+    * `start_at` — where it starts when it has no positions yet:
+      `"beginning"` (the default: offset zero, every event in the log) or
+      `"end"` (only events appended from its first start on: a new reactor
+      that must not react to history). A rebuild always starts at zero.
     * `on_failure` — what happens to an event whose handler keeps failing
       after `max_retries` retries: `"stop"` (the default) parks it in the
       dead-letter table and stops the worker; `"park"` parks it, and every
@@ -95,6 +99,7 @@ class Consumer:
     topics: ClassVar[list[str]] = []
     version: ClassVar[int] = 1
     on_failure: ClassVar[str] = "stop"
+    start_at: ClassVar[str] = "beginning"
     max_retries: ClassVar[int] = 3
     tables: ClassVar[list[Table]] = []
     _handlers: ClassVar[dict[type[Event], Callable[..., None]]] = {}
@@ -115,6 +120,10 @@ class Consumer:
         if cls.on_failure not in ("stop", "park"):
             raise ConfigurationError(
                 f"{cls.__qualname__}.on_failure must be 'stop' or 'park', got {cls.on_failure!r}"
+            )
+        if cls.start_at not in ("beginning", "end"):
+            raise ConfigurationError(
+                f"{cls.__qualname__}.start_at must be 'beginning' or 'end', got {cls.start_at!r}"
             )
         for topic in cls.topics:
             if not isinstance(topic, str) or not _TOPIC.match(topic):

@@ -122,6 +122,7 @@ def rebuild(
         positions_key=key,
         physical=shadows,
         check_version=False,
+        start_at="beginning",
         # The last poll of a rebuild finds the log's end: wait there briefly.
         poll_timeout=0.05,
     )

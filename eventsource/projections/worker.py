@@ -52,7 +52,8 @@ class Worker:
 
     Projections write to `engine` (their context's database). Reactors write
     to `store`, whose database also holds their positions, so their new
-    events and positions commit together.
+    events and positions commit together. `start_at` overrides the
+    consumer's own `start_at` (a rebuild starts at the beginning).
 
     While `run` runs, the worker's thread is the only one that touches its
     view and connections: `fire_deadlines` and `replay_parked` called from
@@ -74,6 +75,7 @@ class Worker:
         physical: Mapping[str, Table] | None = None,
         check_version: bool = True,
         cache_rows: int | None = None,
+        start_at: str | None = None,
     ) -> None:
         self.context = WorkerContext.build(
             consumer,
@@ -99,7 +101,11 @@ class Worker:
         self._stop = threading.Event()
         self.batches = Batches(self.context, self._held)
         self.assignment = Assignment(
-            self.context, log_consumer, self._held, check_version=check_version
+            self.context,
+            log_consumer,
+            self._held,
+            check_version=check_version,
+            start_at=start_at or type(consumer).start_at,
         )
         self.failures = FailurePolicy(
             self.batches, self.assignment, retry_backoff=retry_backoff, stop=self._stop

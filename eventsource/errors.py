@@ -10,8 +10,10 @@
     ├── InvalidAggregateId (ValueError)      empty, too long, not a string or not storable
     ├── AggregateNotFound (LookupError)      no events for that id
     ├── ConcurrencyError                     another writer saved the stream first
-    ├── StoreError                           the database failed underneath us
+    ├── StoreError                           the database failed underneath us, for good
+    │   └── StoreUnavailable                 ...for now (down, restarting, a deadlock): retried
     ├── BusError                             the log (Kafka or embedded) failed
+    │   ├── BrokerUnavailable                Kafka cannot be reached for now: retried
     │   ├── RelayFenced                      another relay took over the same store
     │   ├── TopicConfigError                 a topic exists with unsafe settings
     │   └── KafkaAuthenticationError         login or TLS certificates refused, either way
@@ -150,11 +152,22 @@ class ConcurrencyError(EventSourceError):
 
 
 class StoreError(EventSourceError):
-    """The database underneath the event store failed."""
+    """The database underneath the event store failed in a way that retrying
+    will not fix: a refused login, a missing database or table, bad SQL."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot serve us right now: it is down or restarting, the
+    connection was lost, it has too many connections, or it chose this
+    transaction as a deadlock's victim. Retrying later succeeds."""
 
 
 class BusError(EventSourceError):
     """The log (Kafka or the embedded SQL log) failed."""
+
+
+class BrokerUnavailable(BusError):
+    """Kafka cannot be reached right now; retrying later succeeds."""
 
 
 class RelayFenced(BusError):

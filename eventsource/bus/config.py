@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
-from eventsource.errors import ConfigurationError, KafkaAuthenticationError
+from eventsource.errors import BrokerUnavailable, ConfigurationError, KafkaAuthenticationError
+from eventsource.retry import Outage
 from eventsource.settings import Settings, redact
 
 log = logging.getLogger(__name__)
@@ -134,21 +137,37 @@ def kafka_error(exc: KafkaException) -> KafkaError:
 
 
 class ClientErrors:
-    """librdkafka's error callback for one client: logs every error as
-    `_log_error` does and remembers the errors that retrying cannot cure (a
-    refused login, a broker certificate this client does not trust, a client
-    certificate the broker does not accept), which librdkafka would
-    otherwise retry for ever while the client's calls time out."""
+    """librdkafka's error callback for one client.
 
-    def __init__(self) -> None:
+    librdkafka retries a broker that is away by itself and reports every
+    failed attempt here, many a second: this turns them into one outage,
+    logged when it starts and when the client says it is over (`recovered`).
+    It also remembers the errors that retrying cannot cure (a refused login,
+    a broker certificate this client does not trust, a client certificate
+    the broker does not accept), which librdkafka would otherwise retry for
+    ever while the client's calls time out.
+    """
+
+    def __init__(self, client: str = "Kafka client") -> None:
         # What was refused (`_LOGIN`, `_SERVER_CERTIFICATE`, `_CLIENT_CERTIFICATE`) and how.
         self.refused: tuple[str, KafkaError] | None = None
+        self.outage = Outage(client, kafka_log)
 
     def __call__(self, error: KafkaError) -> None:
-        _log_error(error)
         kind = _refusal(error)
         if kind is not None:
             self.refused = (kind, error)
+            kafka_log.error("Kafka: %s", error.str())
+            return
+        if error.fatal():
+            kafka_log.error("Kafka: fatal: %s", error.str())
+            return
+        self.outage.begin(BrokerUnavailable(error.str()))
+
+    def recovered(self) -> None:
+        """The client got an answer from the broker: an outage, if any, is over."""
+        if self.outage.active:
+            self.outage.end()
 
     def raise_if_refused(self, client: str) -> None:
         """Raise `KafkaAuthenticationError` if the broker and this client could
@@ -212,6 +231,25 @@ def _refusal(error: KafkaError) -> str | None:
     return None
 
 
-def _log_error(error: Any) -> None:
-    # librdkafka reports broker outages here and keeps retrying by itself.
-    kafka_log.warning("Kafka: %s", error)
+class _RepeatFilter:
+    """The error callback of clients without `ClientErrors` (admin): one line
+    per kind of error a minute, not one per attempt."""
+
+    EVERY = 60.0
+
+    def __init__(self) -> None:
+        self._last: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, error: Any) -> None:
+        code = error.code() if isinstance(error, KafkaError) else 0
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last.get(code, -self.EVERY) < self.EVERY:
+                return
+            self._last[code] = now
+        # librdkafka reports broker outages here and keeps retrying by itself.
+        kafka_log.warning("Kafka: %s (retrying; said once a minute)", error)
+
+
+_log_error = _RepeatFilter()

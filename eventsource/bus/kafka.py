@@ -26,7 +26,7 @@ from eventsource.bus.base import (
     TopicPartition,
 )
 from eventsource.bus.config import ClientErrors, KafkaConfig
-from eventsource.errors import BusError, DecodeError
+from eventsource.errors import BrokerUnavailable, BusError, DecodeError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class KafkaLogConsumer:
     def __init__(self, config: KafkaConfig, *, group_id: str | None = None, **options: Any) -> None:
         self.group_id = group_id or f"eventsource-reader-{uuid.uuid4().hex[:12]}"
         self.config = config
-        self._errors = ClientErrors()
+        self._errors = ClientErrors(f"Kafka consumer {self.group_id}")
         self._consumer = Consumer(
             config.consumer(self.group_id, **{"error_cb": self._errors, **options})
         )
@@ -145,6 +145,8 @@ class KafkaLogConsumer:
             raise BusError(f"Kafka consumer failed: {exc}") from exc
         if not messages:
             self._errors.raise_if_refused("consumer")
+        else:
+            self._errors.recovered()
         return self._records(messages)
 
     def _records(self, messages: list[Any]) -> list[LogMessage]:
@@ -195,8 +197,8 @@ class KafkaLogConsumer:
         if error.fatal():
             raise BusError(f"fatal Kafka consumer error: {error}")
         # Broker outages, missing topics (the relay creates them): librdkafka
-        # retries by itself; say so and keep polling.
-        log.warning("Kafka consumer: %s; retrying", error)
+        # retries by itself; say so once and keep polling.
+        self._errors.outage.begin(BrokerUnavailable(error.str()))
         time.sleep(0.2)
 
     def lag(self) -> dict[TopicPartition, PartitionLag]:
@@ -216,6 +218,7 @@ class KafkaLogConsumer:
             position = self._at_end.get(tp, self._next.get(tp, 0))
             end = max(high, position)
             out[tp] = PartitionLag(position, end, end - position)
+        self._errors.recovered()
         return out
 
     def ends(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, StartAt]:

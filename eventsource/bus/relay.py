@@ -98,7 +98,7 @@ class Relay:
         self.position = 0
         self.relayed = 0
         self._producer: Producer | None = None
-        self._errors = ClientErrors()
+        self._errors = ClientErrors(f"relay {self.transactional_id}")
         self._executor: ThreadPoolExecutor | None = None
         self._ahead: tuple[int, Future[list[OutgoingMessage]]] | None = None
 
@@ -121,7 +121,7 @@ class Relay:
 
     def start(self) -> int:
         """Fence any older relay, then find the last event already on Kafka."""
-        self._errors = ClientErrors()
+        self._errors = ClientErrors(f"relay {self.transactional_id}")
         producer = Producer(self.kafka.producer(self.transactional_id, error_cb=self._errors))
         self._call(
             producer, lambda: producer.init_transactions(_INIT_TIMEOUT), "initialise transactions"
@@ -264,6 +264,7 @@ class Relay:
         while True:
             try:
                 producer.commit_transaction(_TIMEOUT)
+                self._errors.recovered()
                 return
             except KafkaException as exc:
                 self._raise_if_fatal(exc)

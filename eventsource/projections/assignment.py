@@ -20,6 +20,7 @@ from eventsource.errors import ProjectionVersionMismatch
 from eventsource.projections import positions
 from eventsource.projections.context import WorkerContext
 from eventsource.projections.positions import Position
+from eventsource.retry import RetryPolicy
 from eventsource.store.engine import read_transaction
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,13 @@ class Assignment:
         *,
         check_version: bool,
         start_at: str = "beginning",
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.context = context
         self.start_at = start_at
+        # The log's callbacks run inside its poll: a database outage there is
+        # waited out, or the partitions would be left unassigned.
+        self.retry = retry or RetryPolicy(f"{context.kind} {context.name}")
         self.log = log_consumer
         self.held = held
         self.check_version = check_version
@@ -60,11 +65,7 @@ class Assignment:
         """Partitions came: where each resumes."""
         context = self.context
         self.before_change()
-        with context.transaction() as conn:
-            loaded = positions.load(conn, context.key, partitions)
-            fresh = all(p.revision == 0 for p in loaded.values()) and self._tables_empty(conn)
-            if self.start_at == "end":
-                loaded.update(self._start_at_end(conn, loaded))
+        loaded, fresh = self.retry.call(lambda: self._load(partitions))
         self.held.update(loaded)
         owns = self._owns_everything()
         context.view.shared = not owns
@@ -81,6 +82,17 @@ class Assignment:
         for tp in partitions:
             self.held.pop(tp, None)
         self.context.view.clear_cache()
+
+    def _load(
+        self, partitions: list[TopicPartition]
+    ) -> tuple[dict[TopicPartition, Position], bool]:
+        context = self.context
+        with context.transaction() as conn:
+            loaded = positions.load(conn, context.key, partitions)
+            fresh = all(p.revision == 0 for p in loaded.values()) and self._tables_empty(conn)
+            if self.start_at == "end":
+                loaded.update(self._start_at_end(conn, loaded))
+        return loaded, fresh
 
     def _start_at_end(
         self, conn: Connection, loaded: dict[TopicPartition, Position]

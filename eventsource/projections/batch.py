@@ -24,19 +24,16 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import (
     DataError,
     IntegrityError,
-    InterfaceError,
-    OperationalError,
     ProgrammingError,
 )
 
 from eventsource.bus.base import LogMessage, TopicPartition
-from eventsource.errors import DecodeError
+from eventsource.errors import DecodeError, StoreUnavailable
 from eventsource.events.base import Event
 from eventsource.projections import deadletters, positions
 from eventsource.projections.context import WorkerContext
 from eventsource.projections.positions import Position
 from eventsource.projections.reaction import Reaction
-from eventsource.projections.transient import transient
 
 log = logging.getLogger(__name__)
 
@@ -98,18 +95,12 @@ class Batches:
 
     def commit(self, messages: Sequence[LogMessage]) -> None:
         """Fold, write and commit `messages` on this thread."""
+        batch = self.fold(messages)
         try:
-            batch = self.fold(messages)
-            try:
-                self.finish(batch)
-            except BaseException:
-                self.context.view.rollback()
-                raise
-        except (OperationalError, InterfaceError) as exc:
-            failure = classified(exc)
-            if failure is exc:
-                raise  # transient: the batch simply runs again
-            raise failure from exc
+            self.finish(batch)
+        except BaseException:
+            self.context.view.rollback()
+            raise
         self.done(batch)
 
     # -- the three stages ------------------------------------------------------
@@ -238,10 +229,8 @@ class Batches:
                     handler(consumer, event, view)
                 else:
                     handle(handler, event, reaction)
-            except (OperationalError, InterfaceError) as exc:
-                if transient(exc):
-                    raise  # the database's trouble (a lost connection, a deadlock), not the event's
-                raise HandlerFailed(index, exc) from exc
+            except StoreUnavailable:
+                raise  # the database's trouble (a lost connection, a deadlock), not the event's
             except Exception as exc:
                 raise HandlerFailed(index, exc) from exc
         return parked
@@ -297,15 +286,6 @@ class Batches:
         if owned.issuperset(map(_partition_of, messages)):
             return messages
         return [m for m in messages if (m.topic, m.partition) in owned]
-
-
-def classified(exc: BaseException) -> BaseException:
-    """A database error the same batch would hit again becomes the batch's failure."""
-    if isinstance(exc, (OperationalError, InterfaceError)) and not transient(exc):
-        failure = HandlerFailed(None, exc)
-        failure.__cause__ = exc
-        return failure
-    return exc
 
 
 _partition_of = itemgetter(0, 1)  # a LogMessage's (topic, partition)

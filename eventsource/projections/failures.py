@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 
 from eventsource.bus.base import LogMessage
@@ -24,6 +23,7 @@ from eventsource.projections import deadletters, positions
 from eventsource.projections.assignment import Assignment
 from eventsource.projections.batch import Batches, BatchStats, HandlerFailed
 from eventsource.projections.transient import TRANSIENT
+from eventsource.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,12 @@ class FailurePolicy:
         assignment: Assignment,
         *,
         retry_backoff: float,
-        stop: threading.Event,
+        retry: RetryPolicy,
     ) -> None:
         self.batches = batches
         self.assignment = assignment
         self.retry_backoff = retry_backoff
-        self.stop = stop
+        self.retry = retry
 
     def apply(
         self,
@@ -76,10 +76,12 @@ class FailurePolicy:
                 self.assignment.resync()
                 return
             except TRANSIENT as exc:
+                # The database or broker is away (or a reactor lost a race):
+                # the same batch runs again once it is back.
                 attempt += 1
                 stats.retried = True
-                if not self._pause(attempt, f"batch failed ({exc})"):
-                    return
+                self.retry.outage.begin(exc)
+                self.retry.wait(attempt)
                 continue
             except HandlerFailed as failure:
                 stats.retried = True
@@ -89,6 +91,8 @@ class FailurePolicy:
                     # Commit what went well before the failure, then retry it alone.
                     limit, culprit = failure.index or 0, failure
                 continue
+            if attempt:
+                self.retry.outage.end()
             stats.applied += len(batch)
             pending = pending[len(batch) :]
             if culprit is not None and limit > 0:
@@ -135,7 +139,7 @@ class FailurePolicy:
         context = self.batches.context
         delay = min(self.retry_backoff * 2 ** (attempt - 1), self.MAX_BACKOFF)
         log.warning("%s %s: %s; retrying in %.1f s", context.kind, context.name, reason, delay)
-        return not self.stop.wait(delay)
+        return not self.retry.stop.wait(delay)
 
     def _poison(self, message: LogMessage, error: BaseException) -> None:
         """A message failed for good: park it, then stop or go on (`on_failure`)."""

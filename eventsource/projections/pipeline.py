@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from eventsource.errors import StalePosition
-from eventsource.projections.batch import Batches, BatchStats, OpenBatch, classified
+from eventsource.projections.batch import Batches, BatchStats, OpenBatch
 from eventsource.projections.failures import FailurePolicy
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class CommitPipeline:
                 return False
             # The synchronous path sorts it out: retries, the culprit, poison, resync.
             resyncs = self.failures.assignment.resyncs
-            self.failures.apply(in_flight.batch.messages, in_flight.stats, failed=classified(exc))
+            self.failures.apply(in_flight.batch.messages, in_flight.stats, failed=exc)
             return self.failures.assignment.resyncs == resyncs
         self.batches.done(in_flight.batch)
         return True

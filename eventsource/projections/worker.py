@@ -21,18 +21,19 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, Table
 
 from eventsource.bus.base import LogConsumer, TopicPartition
-from eventsource.errors import ProjectionVersionMismatch
+from eventsource.errors import PoisonEvent, ProjectionVersionMismatch
 from eventsource.events.codec import EventCodec
 from eventsource.projections import deadletters, positions, upkeep
 from eventsource.projections.assignment import Assignment
 from eventsource.projections.base import Consumer, Reactor
-from eventsource.projections.batch import Batches, BatchStats, classified
+from eventsource.projections.batch import Batches, BatchStats
 from eventsource.projections.context import WorkerContext
 from eventsource.projections.failures import FailurePolicy
 from eventsource.projections.inbox import Inbox
 from eventsource.projections.pipeline import CommitPipeline
 from eventsource.projections.positions import Position
 from eventsource.projections.tables import create_missing
+from eventsource.retry import Outage, RetryPolicy, Stopped, is_transient
 from eventsource.store.eventstore import EventStore, upgrade_schema
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,10 @@ class Worker:
         self.check_version = check_version
         self._held: dict[TopicPartition, Position] = {}
         self._stop = threading.Event()
+        # One outage at a time: the database or the broker is away. Every
+        # call of the loop, the log's callbacks and upkeep waits it out here.
+        self.outage = Outage(f"{self.kind} {self.name}", log)
+        self.retry = RetryPolicy(self.outage.what, stop=self._stop, outage=self.outage)
         self.batches = Batches(self.context, self._held)
         self.assignment = Assignment(
             self.context,
@@ -106,9 +111,10 @@ class Worker:
             self._held,
             check_version=check_version,
             start_at=start_at or type(consumer).start_at,
+            retry=self.retry,
         )
         self.failures = FailurePolicy(
-            self.batches, self.assignment, retry_backoff=retry_backoff, stop=self._stop
+            self.batches, self.assignment, retry_backoff=retry_backoff, retry=self.retry
         )
         self._pipeline: CommitPipeline | None = None
         self.assignment.before_change = self._settle_quietly
@@ -188,26 +194,49 @@ class Worker:
             self._begin_run(stop)
             before = self.applied
             try:
-                self.start()
+                self.retry.call(self.start)
                 if self._commits_behind():
                     self._pipeline = CommitPipeline(self.batches, self.failures)
-                while not stop.is_set():
-                    self._inbox.drain()
-                    stats = self._step_ahead() if self._pipeline else self._step()
-                    if on_batch is not None:
-                        on_batch(self, stats)
-                    if stats.messages == 0 and until_caught_up and self.log.caught_up():
-                        break
+                self._loop(stop, until_caught_up, on_batch)
                 self._settle(reapply=True)
                 self._inbox.drain()
+            except Stopped:
+                pass  # asked to stop while the database or broker was away
             except BaseException as exc:
                 self._record_failure(exc)
                 raise
             finally:
                 self._end_run()
-            with self.context.transaction() as conn:
-                positions.set_status(conn, self.key, "stopped")
+            self._record_status("stopped")
             return self.applied - before
+
+    def _loop(
+        self,
+        stop: threading.Event,
+        until_caught_up: bool,
+        on_batch: Callable[[Worker, BatchStats], None] | None,
+    ) -> None:
+        attempt = 0
+        while not stop.is_set():
+            self._inbox.drain()
+            try:
+                stats = self._step_ahead() if self._pipeline else self._step()
+            except Exception as exc:
+                # Polling, an idle check, a rebalance: the database or broker is
+                # away. Nothing was applied; wait it out and go on where we were.
+                if not is_transient(exc):
+                    raise
+                attempt += 1
+                self.outage.begin(exc)
+                self.retry.wait(attempt)
+                continue
+            if attempt:
+                attempt = 0
+                self.outage.end()
+            if on_batch is not None:
+                on_batch(self, stats)
+            if stats.messages == 0 and until_caught_up and self.log.caught_up():
+                return
 
     def step(self) -> BatchStats:
         """Poll one batch and apply it; returns what happened."""
@@ -216,8 +245,7 @@ class Worker:
             return self._step()
 
     def _begin_run(self, stop: threading.Event) -> None:
-        self._stop.clear()
-        self.failures.stop = stop
+        self.retry.stop = stop
         self._running = True
         self._inbox.open()
 
@@ -229,7 +257,7 @@ class Worker:
             pipeline, self._pipeline = self._pipeline, None
             if pipeline is not None:
                 pipeline.close()
-            self.failures.stop = self._stop
+            self.retry.stop = self._stop
             self._running = False
 
     def _commits_behind(self) -> bool:
@@ -276,7 +304,7 @@ class Worker:
             batch = self.batches.fold(pending, decoded)
         except Exception as exc:
             # The synchronous path sorts it out: retries, the culprit, poison.
-            self.failures.apply(pending, stats, failed=classified(exc))
+            self.failures.apply(pending, stats, failed=exc)
             return stats
         pipeline.submit(batch, stats)
         return stats
@@ -288,15 +316,23 @@ class Worker:
         self._settle(reapply=False)
 
     def _record_failure(self, exc: BaseException) -> None:
-        """Say in the status row why the worker stopped (best effort: the
-        database may be what failed)."""
-        if isinstance(exc, ProjectionVersionMismatch) or not isinstance(exc, Exception):
-            return  # another version's worker owns the status row; or an interrupt
+        """Say in the status row why the worker stopped."""
+        if isinstance(exc, ProjectionVersionMismatch | PoisonEvent) or not isinstance(
+            exc, Exception
+        ):
+            return  # recorded already; another version's row; or an interrupt
+        self._record_status("failed", error=f"{type(exc).__name__}: {exc}")
+
+    def _record_status(self, status: str, *, error: str | None = None) -> None:
+        """Best effort, one attempt: the database may be what failed, and a
+        stopping worker must not wait for it."""
         try:
             with self.context.transaction() as conn:
-                positions.set_status(conn, self.key, "failed", error=f"{type(exc).__name__}: {exc}")
+                positions.set_status(conn, self.key, status, error=error)
         except Exception as failure:
-            log.warning("%s %s: cannot record its failure: %s", self.kind, self.name, failure)
+            log.warning(
+                "%s %s: cannot record its status %r: %s", self.kind, self.name, status, failure
+            )
 
     # -- upkeep, on the owner's thread -----------------------------------------
 
@@ -315,7 +351,18 @@ class Worker:
     def request_deadlines(self) -> Future[int] | None:
         """Ask the running worker to fire its due deadlines soon (a scheduler's
         tick); None if it is not running. Never runs them on this thread."""
-        return self._inbox.submit(lambda: upkeep.fire_deadlines(self.context), key="deadlines")
+        return self._inbox.submit(self._fire_due, key="deadlines")
+
+    def _fire_due(self) -> int:
+        try:
+            fired = upkeep.fire_deadlines(self.context)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self.outage.begin(exc)  # the next tick tries again
+            return 0
+        self.outage.end()
+        return fired
 
     def _as_owner(self, job: Callable[[], T]) -> T:
         """Run `job` as the owner: here if nothing runs, else on the worker's thread."""

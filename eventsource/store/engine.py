@@ -27,6 +27,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from eventsource.errors import ConfigurationError
+from eventsource.store import translate
 
 SqliteSync = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
@@ -79,8 +80,11 @@ def create_engine(
 
 
 def prepare(engine: Engine, *, sqlite_synchronous: SqliteSync = "FULL") -> None:
-    """Install the transaction hooks on an engine (once)."""
-    if engine in _prepared or engine.dialect.name != "sqlite":
+    """Install the transaction hooks and the error translation on an engine (once)."""
+    if engine in _prepared:
+        return
+    translate.install(engine)
+    if engine.dialect.name != "sqlite":
         _prepared.add(engine)
         return
     if sqlite_synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
@@ -178,6 +182,7 @@ def fetch_raw(
     try:
         return result.cursor.fetchall() if result.cursor else []
     except conn.dialect.loaded_dbapi.Error as exc:
-        raise DBAPIError.instance(None, None, exc, conn.dialect.loaded_dbapi.Error) from exc
+        error = DBAPIError.instance(None, None, exc, conn.dialect.loaded_dbapi.Error)
+        raise (translate.translate(error) or error) from exc
     finally:
         result.close()

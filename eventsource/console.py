@@ -96,8 +96,10 @@ class ProgressReport:
     ) -> None:
         if self._progress is not None:
             _release_progress()
-        else:
+        elif exc_type is None:
             self._line(final=True)
+        elif self.done:
+            self._line(final=True, state="stopped after ")
 
     @property
     def rate(self) -> float:
@@ -120,16 +122,18 @@ class ProgressReport:
         elif time.monotonic() - self._last_line >= PLAIN_EVERY:
             self._line()
 
-    def _line(self, *, final: bool = False) -> None:
+    def _line(self, *, final: bool = False, state: str | None = None) -> None:
         self._last_line = time.monotonic()
         total = f"/{self.total:,}" if self.total is not None else ""
         lag = f", lag {self.lag:,}" if self.lag is not None else ""
         eta = ""
         if not final and self.total and self.rate > 0 and self.done < self.total:
             eta = f", {(self.total - self.done) / self.rate:,.0f} s left"
-        state = "done: " if final else ""
+        if state is None:
+            state = "done: " if final else ""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S ")
         print(
-            f"{self.description}: {state}{self.done:,}{total} {self.unit}"
+            f"{stamp}{self.description}: {state}{self.done:,}{total} {self.unit}"
             f" ({self.rate:,.0f}/s{lag}{eta})",
             file=sys.stderr,
             flush=True,

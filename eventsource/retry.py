@@ -116,6 +116,7 @@ class RetryPolicy:
         self.cap = cap
         self.deadline = deadline
         self.outage = outage or Outage(what, logger)
+        self._first_failure: float | None = None
 
     def call(self, fn: Callable[[], T]) -> T:
         """`fn()`, again after each passing failure until it succeeds.
@@ -124,7 +125,6 @@ class RetryPolicy:
         last error once `deadline` seconds have passed since the first one.
         """
         attempt = 0
-        first_failure = 0.0
         while True:
             try:
                 result = fn()
@@ -132,17 +132,29 @@ class RetryPolicy:
                 if not is_transient(exc):
                     raise
                 attempt += 1
-                if attempt == 1:
-                    first_failure = time.monotonic()
-                self.outage.begin(exc)
-                if self.deadline is not None and (
-                    time.monotonic() - first_failure >= self.deadline
-                ):
-                    raise
-                self.wait(attempt)
+                self.failed(exc, attempt)
                 continue
-            self.outage.end()
+            self.recovered()
             return result
+
+    def failed(self, exc: Exception, attempt: int) -> None:
+        """Attempt `attempt` failed with the passing `exc`: note the outage,
+        give up (re-raise `exc`) past the deadline, else wait for the next one.
+
+        For loops that retry by themselves; `call` uses it too.
+        """
+        now = time.monotonic()
+        if attempt == 1 or self._first_failure is None:
+            self._first_failure = now
+        self.outage.begin(exc)
+        if self.deadline is not None and now - self._first_failure >= self.deadline:
+            raise exc
+        self.wait(attempt)
+
+    def recovered(self) -> None:
+        """The dependency answered again."""
+        self._first_failure = None
+        self.outage.end()
 
     def wait(self, attempt: int) -> None:
         """Sleep before attempt `attempt + 1`; raise `Stopped` if asked to stop."""

@@ -6,7 +6,9 @@ settings only fill in what the caller left out.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
@@ -74,7 +76,18 @@ class Settings(BaseSettings):
         return value
 
     def store_urls(self) -> dict[str, str]:
-        """Context name -> database URL of every store this process may read."""
+        """Context name -> database URL of every store this process may read.
+
+        Refuses a context given two different URLs: its own database, and
+        another one in `EVENTSOURCE_STORES`.
+        """
+        listed = self.stores.get(self.context)
+        if listed is not None and listed != self.database_url:
+            raise ConfigurationError(
+                f"context {self.context!r} has two databases: {_safe(self.database_url)}"
+                f" (its own, EVENTSOURCE_DATABASE_URL or --url) and {_safe(listed)}"
+                " (EVENTSOURCE_STORES or --stores); give it one"
+            )
         return {self.context: self.database_url, **self.stores}
 
     @property
@@ -105,6 +118,61 @@ class Settings(BaseSettings):
         for key, secret in self.kafka_config.items():
             config[key] = secret.get_secret_value()
         return config
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per `EVENTSOURCE_*` variable that no setting reads, with the
+    closest known name: a typo must not fall back to a default in silence."""
+    known = {f"EVENTSOURCE_{name.upper()}" for name in Settings.model_fields}
+    out = []
+    for name in sorted(environ):
+        if not name.startswith("EVENTSOURCE_") or name in known or name in _NOT_SETTINGS:
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        out.append(f"{name} is not a setting eventsource reads{hint}")
+    return out
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """The resolved settings, safe to print: passwords and secrets masked."""
+    out: dict[str, Any] = {}
+    for name, value in settings.model_dump().items():
+        shown = value
+        if isinstance(value, SecretStr):
+            shown = "***"
+        elif name == "kafka_config":
+            shown = dict.fromkeys(value, "***")
+        elif name == "database_url":
+            shown = _safe(value)
+        elif name == "stores":
+            shown = {k: _safe(v) for k, v in value.items()}
+        out[f"EVENTSOURCE_{name.upper()}"] = shown
+    return out
+
+
+def _safe(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unreadable URL>"
+
+
+# Variables of the project's own scripts, not settings of the library.
+_NOT_SETTINGS = frozenset(
+    {
+        "EVENTSOURCE_EXTERNAL_SERVICES",
+        "EVENTSOURCE_SERVICES_DIR",
+        "EVENTSOURCE_KAFKA_PORT",
+        "EVENTSOURCE_KAFKA_CONTROLLER_PORT",
+        "EVENTSOURCE_KAFKA_SASL_PORT",
+        "EVENTSOURCE_KAFKA_SSL_PORT",
+        "EVENTSOURCE_KAFKA_MTLS_PORT",
+        "EVENTSOURCE_PG_PORT",
+    }
+)
 
 
 def redact(config: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,12 +29,14 @@ from eventsource.bus.config import ClientErrors, KafkaConfig, kafka_error
 from eventsource.bus.kafka import last_position
 from eventsource.bus.outbox import OutgoingMessage, read_messages
 from eventsource.errors import (
+    BrokerUnavailable,
     BusError,
     KafkaAuthenticationError,
     RelayFenced,
     StoreError,
     TopicConfigError,
 )
+from eventsource.retry import RetryPolicy, is_transient
 from eventsource.store.eventstore import EventStore
 
 log = logging.getLogger(__name__)
@@ -87,14 +88,25 @@ class Relay:
         batch_size: int = 5000,
         poll_interval: float = 0.1,
         max_backoff: float = 10.0,
+        stop: threading.Event | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.store = store
         self.kafka = kafka
-        self.transactional_id = transactional_id or f"eventsource-relay.{store.context}"
+        # The prefix isolates environments on one cluster: staging's relay
+        # must never fence production's.
+        self.transactional_id = transactional_id or kafka.physical(
+            f"eventsource-relay.{store.context}"
+        )
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
         self.admin = TopicAdmin(kafka)
+        # Every call to the store or the broker waits out an outage here; a
+        # `timeout` bounds each outage (one-shot runs), `stop` ends the wait.
+        self.retry = RetryPolicy(
+            f"relay {store.context}", stop=stop, cap=max_backoff, deadline=timeout, logger=log
+        )
         self.position = 0
         self.relayed = 0
         self._producer: Producer | None = None
@@ -127,7 +139,7 @@ class Relay:
             producer, lambda: producer.init_transactions(_INIT_TIMEOUT), "initialise transactions"
         )
         self._producer = producer
-        self.position = self._recover()
+        self.position = self.retry.call(self._recover)
         log.info(
             "relay %s for %r resumes after global position %d",
             self.transactional_id,
@@ -166,26 +178,28 @@ class Relay:
     ) -> int:
         """Relay until `stop` is set (or, with `until_caught_up`, the store's head
         is on Kafka). Returns how many events this call relayed."""
-        stop = stop or threading.Event()
+        if stop is not None:
+            self.retry.stop = stop
+        stop = self.retry.stop
         if self._producer is None:
             self.start()
         relayed_before = self.relayed
-        backoff = self.poll_interval
+        attempt = 0
         while not stop.is_set():
             try:
                 count = self.relay_batch()
-                backoff = self.poll_interval
-            except (BusError, StoreError) as exc:
-                # Fencing, unsafe topics and a refused login are not outages:
-                # waiting will not fix them.
-                if isinstance(exc, (RelayFenced, TopicConfigError, KafkaAuthenticationError)):
+                if progress is not None and (count or until_caught_up):
+                    head = self.store.head_position()
+                    progress(RelayProgress(self.relayed, self.position, head))
+            except Exception as exc:
+                if not _passing(exc):
                     raise
-                log.warning("relay: %s; retrying in %.1f s", exc, backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
+                attempt += 1
+                self.retry.failed(exc, attempt)
                 continue
-            if progress is not None and (count or until_caught_up):
-                progress(RelayProgress(self.relayed, self.position, self.store.head_position()))
+            if attempt:
+                attempt = 0
+                self.retry.recovered()
             if count == 0:
                 if until_caught_up:
                     break
@@ -260,11 +274,16 @@ class Relay:
             raise BusError(f"relay transaction failed: {exc}") from exc
 
     def _commit(self, producer: Producer) -> None:
-        backoff = 0.5
+        """Commit, retrying a commit that Kafka did not confirm (never aborting
+        it: it may have committed). Stopping meanwhile leaves it open, for
+        the next relay's `init_transactions` to finish or abort."""
+        attempt = 0
         while True:
             try:
                 producer.commit_transaction(_TIMEOUT)
                 self._errors.recovered()
+                if attempt:
+                    self.retry.recovered()
                 return
             except KafkaException as exc:
                 self._raise_if_fatal(exc)
@@ -274,9 +293,9 @@ class Relay:
                 if not error.retriable():
                     raise BusError(f"cannot commit the transaction: {error}") from exc
                 self._check_login(producer)
-                log.warning("relay: commit not confirmed (%s); retrying in %.1f s", error, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
+                attempt += 1
+                unconfirmed = BrokerUnavailable(f"commit not confirmed: {error}")
+                self.retry.failed(unconfirmed, attempt)
 
     def _abort(self, producer: Producer) -> None:
         self._call(producer, lambda: producer.abort_transaction(_TIMEOUT), "abort the transaction")
@@ -305,16 +324,28 @@ class Relay:
         self._errors.raise_if_refused("relay")
 
     def _call(self, producer: Producer, action: Callable[[], object], what: str) -> None:
-        backoff = 0.5
-        while True:
+        """`action()`, retried by the policy while Kafka says it may pass."""
+
+        def attempt() -> None:
             try:
                 action()
-                return
             except KafkaException as exc:
                 self._raise_if_fatal(exc)
                 if not kafka_error(exc).retriable():
                     raise BusError(f"relay cannot {what}: {exc}") from exc
                 self._check_login(producer)
-                log.warning("relay: cannot %s (%s); retrying in %.1f s", what, exc, backoff)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff)
+                raise BrokerUnavailable(f"relay cannot {what}: {kafka_error(exc).str()}") from exc
+
+        self.retry.call(attempt)
+
+
+def _passing(exc: Exception) -> bool:
+    """Whether the relay waits and tries again after `exc`.
+
+    Outages pass, and so do the broker's own failures (a fatal producer
+    error restarts the producer); fencing, unsafe topics, a refused login
+    and a database that refuses us for good do not.
+    """
+    if isinstance(exc, RelayFenced | TopicConfigError | KafkaAuthenticationError):
+        return False
+    return is_transient(exc) or isinstance(exc, BusError)

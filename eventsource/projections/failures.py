@@ -80,8 +80,7 @@ class FailurePolicy:
                 # the same batch runs again once it is back.
                 attempt += 1
                 stats.retried = True
-                self.retry.outage.begin(exc)
-                self.retry.wait(attempt)
+                self.retry.failed(exc, attempt)
                 continue
             except HandlerFailed as failure:
                 stats.retried = True
@@ -92,7 +91,7 @@ class FailurePolicy:
                     limit, culprit = failure.index or 0, failure
                 continue
             if attempt:
-                self.retry.outage.end()
+                self.retry.recovered()
             stats.applied += len(batch)
             pending = pending[len(batch) :]
             if culprit is not None and limit > 0:

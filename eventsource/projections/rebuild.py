@@ -150,6 +150,12 @@ def rebuild(
 
     worker.run(stop=finished, on_batch=report)
     if stop.is_set():
+        if progress is not None:  # the report ends with every event applied
+            try:
+                lag = _lag(log_consumer)
+            except BusError:
+                lag = 0
+            progress(RebuildProgress(worker.applied, lag, time.monotonic() - started))
         log.info(
             "rebuild of %s interrupted after %d events; run it again to resume",
             cls.name,

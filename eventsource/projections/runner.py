@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
+
+if TYPE_CHECKING:
+    from eventsource.bus.config import KafkaConfig
 
 from eventsource.bus.base import LogConsumer
 from eventsource.errors import ConfigurationError
@@ -36,7 +42,11 @@ def load_class(path: str) -> type[Consumer]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigurationError(f"cannot import {module_name!r} for {path!r}: {exc}") from exc
+        looked = os.pathsep.join(p or "." for p in sys.path[:1])
+        raise ConfigurationError(
+            f"cannot import {module_name!r} for {path!r}: {exc} (looked in {looked} and the"
+            " installed packages; run from your app's folder, pass --app-dir, or set PYTHONPATH)"
+        ) from exc
     found = module
     for part in attribute.split("."):
         found = getattr(found, part, None)  # type: ignore[assignment]
@@ -47,16 +57,23 @@ def load_class(path: str) -> type[Consumer]:
     return found
 
 
-def group_id(name: str) -> str:
-    """The Kafka consumer group that spreads a consumer's partitions over its workers."""
-    return f"eventsource.{name}"
+def group_id(name: str, prefix: str = "") -> str:
+    """The Kafka consumer group that spreads a consumer's partitions over its workers.
+
+    The topic prefix isolates environments on one cluster: staging's workers
+    never join production's group.
+    """
+    return f"{prefix}eventsource.{name}"
 
 
 class Runtime:
     """The stores and logs of one process, built from settings and closed together."""
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, *, read_only: bool = False) -> None:
         self.settings = settings or Settings()
+        # Read-only: a store's database must exist already (SQLite would
+        # create an empty file on connecting).
+        self.read_only = read_only
         self._stores: dict[str, EventStore] = {}
         self._logs: list[LogConsumer] = []
 
@@ -81,8 +98,18 @@ class Runtime:
                 raise ConfigurationError(
                     f"no database is configured for context {context!r}; set EVENTSOURCE_STORES"
                 )
+            if self.read_only:
+                _require_existing(urls[context])
             found = self._stores[context] = EventStore(urls[context], context=context)
         return found
+
+    def kafka_config(self) -> KafkaConfig | None:
+        """The Kafka settings, or None in embedded mode."""
+        if self.settings.embedded:
+            return None
+        from eventsource.bus.config import KafkaConfig
+
+        return KafkaConfig.from_settings(self.settings)
 
     def log(self, name: str) -> LogConsumer:
         """A fresh log consumer for the consumer called `name` (its Kafka group)."""
@@ -97,7 +124,8 @@ class Runtime:
             from eventsource.bus.kafka import KafkaLogConsumer
 
             consumer = KafkaLogConsumer(
-                KafkaConfig.from_settings(self.settings), group_id=group_id(name)
+                KafkaConfig.from_settings(self.settings),
+                group_id=group_id(name, self.settings.topic_prefix),
             )
         self._logs.append(consumer)
         return consumer
@@ -230,3 +258,16 @@ def _safely(job: Callable[[], object], what: str) -> Callable[[], None]:
             log.exception("periodic job failed: %s", what)
 
     return run
+
+
+def _require_existing(url: str) -> None:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    if not os.path.exists(parsed.database):
+        raise ConfigurationError(
+            f"no database at {parsed.database}; check the URL (EVENTSOURCE_DATABASE_URL,"
+            " EVENTSOURCE_STORES or the command's options)"
+        )

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, inspect, select
 
 from eventsource.bus.base import LogConsumer, PartitionLag, StartAt, TopicPartition
 from eventsource.projections import deadletters, positions
@@ -53,15 +53,20 @@ _PROBE = 100
 
 
 def status(cls: type[Consumer], engine: Engine, log_consumer: LogConsumer) -> ConsumerStatus:
-    """Stored state and positions of `cls`, with the end of each partition."""
-    upgrade_schema(engine)
+    """Stored state and positions of `cls`, with the end of each partition.
+
+    Reads only: a database without the framework's tables reports "never run".
+    """
     with read_transaction(engine) as conn:
+        migrated = inspect(conn).has_table(projections.name)
         row = (
             conn.execute(select(projections).where(projections.c.name == cls.name))
             .mappings()
             .first()
+            if migrated
+            else None
         )
-        stored = positions.all_positions(conn, cls.name)
+        stored = positions.all_positions(conn, cls.name) if migrated else {}
     partitions: dict[TopicPartition, StartAt] = {}
     for topic in cls.topics:
         for p in range(log_consumer.partitions(topic)):
@@ -71,7 +76,7 @@ def status(cls: type[Consumer], engine: Engine, log_consumer: LogConsumer) -> Co
     log_consumer.assign(partitions)
     lags = _probe_small_lags(log_consumer, log_consumer.lag())
     with read_transaction(engine) as conn:
-        parked = deadletters.count_waiting(conn, cls.name)
+        parked = deadletters.count_waiting(conn, cls.name) if migrated else 0
     result = ConsumerStatus(
         name=cls.name,
         kind="reactor" if issubclass(cls, Reactor) else "projection",

@@ -227,12 +227,11 @@ class Worker:
                 if not is_transient(exc):
                     raise
                 attempt += 1
-                self.outage.begin(exc)
-                self.retry.wait(attempt)
+                self.retry.failed(exc, attempt)
                 continue
             if attempt:
                 attempt = 0
-                self.outage.end()
+                self.retry.recovered()
             if on_batch is not None:
                 on_batch(self, stats)
             if stats.messages == 0 and until_caught_up and self.log.caught_up():

@@ -71,6 +71,8 @@ def translate(exc: BaseException) -> StoreError | None:
 def install(engine: Engine) -> None:
     """Raise our kinds instead of SQLAlchemy's for the errors `translate` knows."""
 
+    where = engine.url.render_as_string(hide_password=True)
+
     @event.listens_for(engine, "handle_error")
     def _translate(context: ExceptionContext) -> BaseException | None:
         if context.is_disconnect:
@@ -79,8 +81,26 @@ def install(engine: Engine) -> None:
             error = translate(context.sqlalchemy_exception or context.original_exception)
         if error is None:
             return None
-        error.__cause__ = context.sqlalchemy_exception or context.original_exception
-        return error
+        located = type(error)(f"{where}: {error}{_hint(str(error))}")
+        located.__cause__ = context.sqlalchemy_exception or context.original_exception
+        return located
+
+
+_HINTS = (
+    ("unable to open database file", "does its folder exist?"),
+    ("password authentication failed", "check the user and password in the URL"),
+    ("does not exist", "create it, or check the URL"),
+    ("connection refused", "is the server running, on that host and port?"),
+    ("no such table", "run `eventsource db upgrade` on this database?"),
+)
+
+
+def _hint(text: str) -> str:
+    lowered = text.lower()
+    for words, hint in _HINTS:
+        if words in lowered:
+            return f" ({hint})"
+    return ""
 
 
 def _transient(original: Any, text: str) -> bool:

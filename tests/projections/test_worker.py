@@ -331,6 +331,12 @@ def test_status_and_reset_from_the_command_line(harness: Harness) -> None:
             check=False,
         )
 
+    # A read-only command neither creates nor migrates the database it is pointed at.
+    unmigrated = cli("projection", "status", path, "--json")
+    assert unmigrated.returncode == 1
+    said = "holds no eventsource projections table" if harness.kafka_mode else "no database at"
+    assert said in unmigrated.stderr
+    assert cli("db", "upgrade").returncode == 0
     before = cli("projection", "status", path, "--json")
     assert before.returncode == 0, before.stderr
     [report] = json.loads(before.stdout)

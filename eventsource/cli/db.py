@@ -1,0 +1,29 @@
+"""`eventsource db`: the framework's tables."""
+
+from __future__ import annotations
+
+import click
+
+from eventsource.cli.common import announce, describe_url, require_database, settings_from
+from eventsource.store.engine import create_engine
+from eventsource.store.eventstore import upgrade_schema
+
+
+@click.group()
+def db() -> None:
+    """The framework's tables."""
+
+
+@db.command("upgrade")
+@click.option("--url", help="Database URL (default: EVENTSOURCE_DATABASE_URL).")
+def db_upgrade(url: str | None) -> None:
+    """Create or upgrade the framework's tables to the latest migration."""
+    settings = settings_from(url)
+    require_database(settings, what="`db upgrade`")
+    announce(settings)
+    engine = create_engine(settings.database_url)
+    try:
+        upgrade_schema(engine)
+    finally:
+        engine.dispose()
+    click.echo(f"{describe_url(settings.database_url)}: schema is up to date")

@@ -1,0 +1,296 @@
+"""`eventsource projection`: run, inspect and rebuild projections and reactors."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import ExitStack
+
+import click
+
+from eventsource.cli.common import (
+    announce,
+    context_options,
+    existing_engine,
+    interpreter_tuning,
+    require_database,
+    settings_from,
+    stop_on_signals,
+)
+from eventsource.console import ProgressReport
+from eventsource.projections.runner import load_class
+
+BATCH = click.IntRange(min=1)
+
+
+@click.group()
+def projection() -> None:
+    """Run, inspect and rebuild projections and reactors (named package.module:Class)."""
+
+
+@projection.command("run")
+@click.argument("names", nargs=-1, required=True)
+@context_options
+@click.option(
+    "--batch-size", default=1000, show_default=True, type=BATCH, help="Events per transaction."
+)
+@click.option("--until-caught-up", is_flag=True, help="Stop once the end of the log is applied.")
+def projection_run(
+    names: tuple[str, ...],
+    context: str | None,
+    url: str | None,
+    stores: str | None,
+    batch_size: int,
+    until_caught_up: bool,
+) -> None:
+    """Run projections and reactors until SIGTERM (each finishes its batch)."""
+    from eventsource.projections.batch import BatchStats
+    from eventsource.projections.runner import Runtime, run_workers
+    from eventsource.projections.worker import Worker
+
+    classes = [load_class(name) for name in names]
+    settings = settings_from(url, context, stores)
+    require_database(settings, what="`projection run`")
+    settings.store_urls()  # a context given two databases is refused before anything runs
+    announce(settings)
+    with (
+        Runtime(settings) as runtime,
+        stop_on_signals() as stop,
+        ExitStack() as stack,
+    ):
+        workers = [runtime.worker(cls, batch_size=batch_size) for cls in classes]
+        reports = {
+            w.name: stack.enter_context(ProgressReport(f"{w.kind} {w.name}")) for w in workers
+        }
+        tuning = stack.enter_context(interpreter_tuning(settings))
+
+        def show(worker: Worker, stats: BatchStats) -> None:
+            if stats.messages:
+                reports[worker.name].update(worker.applied)
+                if tuning is not None:
+                    tuning.batch_done()
+
+        try:
+            run_workers(workers, stop=stop, until_caught_up=until_caught_up, on_batch=show)
+        finally:
+            for worker in workers:  # the last batch committed after its report
+                reports[worker.name].update(worker.applied)
+
+
+@projection.command("status")
+@click.argument("names", nargs=-1, required=True)
+@context_options
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def projection_status(
+    names: tuple[str, ...], context: str | None, url: str | None, stores: str | None, as_json: bool
+) -> None:
+    """State, positions, end of log, lag per partition and the last error."""
+    from eventsource.console import print_json, print_table
+    from eventsource.projections.runner import Runtime
+    from eventsource.projections.status import status
+
+    classes = [load_class(name) for name in names]
+    settings = settings_from(url, context, stores)
+    engine = existing_engine(settings)
+    results = []
+    try:
+        with Runtime(settings, read_only=True) as runtime:
+            for cls in classes:
+                results.append(status(cls, engine, runtime.log(f"{cls.name}.status")))
+    finally:
+        engine.dispose()
+    if as_json:
+        print_json([r.as_dict() for r in results])
+        return
+    for r in results:
+        version = f"v{r.version}" if r.version is not None else "-"
+        stale = (
+            "" if r.version in (None, r.code_version) else f" (code: v{r.code_version}: rebuild)"
+        )
+        parked = f", {r.parked} parked event(s)" if r.parked else ""
+        click.echo(f"{r.kind} {r.name} {version}{stale}: {r.status}, lag {r.lag:,}{parked}")
+        if r.last_error:
+            click.echo(f"  last error ({r.last_error_at}): {r.last_error}")
+        print_table(
+            r.name,
+            ["topic", "partition", "offset", "end", "lag", "last position"],
+            [(p.topic, p.partition, p.offset, p.end, p.lag, p.last_position) for p in r.partitions],
+        )
+
+
+@projection.command("reset")
+@click.argument("name")
+@context_options
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def projection_reset(
+    name: str, context: str | None, url: str | None, stores: str | None, yes: bool
+) -> None:
+    """Empty a projection's views and positions (readers see it empty: prefer rebuild)."""
+    from eventsource.projections.status import reset
+
+    cls = load_class(name)
+    settings = settings_from(url, context, stores)
+    engine = existing_engine(settings)
+    try:
+        if not yes:
+            click.confirm(
+                f"Empty the views of {cls.name} and start it from offset zero?", abort=True
+            )
+        reset(cls, engine)
+    finally:
+        engine.dispose()
+    click.echo(f"{cls.name}: views emptied; the next run starts from offset zero")
+
+
+@projection.command("rebuild")
+@click.argument("name")
+@context_options
+@click.option(
+    "--batch-size", default=5000, show_default=True, type=BATCH, help="Events per transaction."
+)
+@click.option("--restart", is_flag=True, help="Start over instead of resuming a killed rebuild.")
+def projection_rebuild(
+    name: str,
+    context: str | None,
+    url: str | None,
+    stores: str | None,
+    batch_size: int,
+    restart: bool,
+) -> None:
+    """Rebuild from offset zero beside the live view, then swap it in atomically."""
+    from eventsource.projections.rebuild import RebuildProgress, rebuild
+    from eventsource.projections.runner import Runtime
+
+    cls = load_class(name)
+    settings = settings_from(url, context, stores)
+    require_database(settings, what="`projection rebuild`")
+    settings.store_urls()
+    announce(settings)
+    with (
+        Runtime(settings) as runtime,
+        stop_on_signals() as stop,
+        ProgressReport(f"rebuild {cls.name}") as report,
+        interpreter_tuning(settings) as tuning,
+    ):
+
+        def show(progress: RebuildProgress) -> None:
+            report.update(progress.done, total=progress.total, lag=progress.lag)
+
+        applied = rebuild(
+            cls,
+            runtime.log(f"{cls.name}.rebuild"),
+            engine=runtime.store().engine,
+            batch_size=batch_size,
+            restart=restart,
+            stop=stop,
+            progress=show,
+            on_batch=None if tuning is None else tuning.batch_done,
+        )
+    if stop.is_set():
+        click.echo(f"{cls.name}: rebuild interrupted after {applied:,} events; run again to resume")
+        sys.exit(1)
+    click.echo(f"{cls.name}: rebuilt from offset zero ({applied:,} events) and swapped in")
+
+
+@projection.command("replay")
+@click.argument("name")
+@context_options
+def projection_replay(name: str, context: str | None, url: str | None, stores: str | None) -> None:
+    """Apply dead-lettered events again (stopped and parked), once their handler is fixed."""
+    from eventsource.projections.runner import Runtime
+
+    cls = load_class(name)
+    settings = settings_from(url, context, stores)
+    existing_engine(settings).dispose()
+    with Runtime(settings) as runtime:
+        worker = runtime.worker(cls)
+        replayed, left = worker.replay_parked()
+    click.echo(f"{cls.name}: replayed {replayed} parked event(s); {left} still parked")
+    if left:
+        sys.exit(1)
+
+
+@projection.command("deadletters")
+@click.argument("name")
+@context_options
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def projection_deadletters(
+    name: str,
+    context: str | None,
+    url: str | None,
+    stores: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List a projection's dead letters, newest first."""
+    from eventsource.console import print_json, print_table
+    from eventsource.projections import deadletters
+    from eventsource.store.engine import read_transaction
+
+    cls = load_class(name)
+    engine = existing_engine(settings_from(url, context, stores), needs="dead_letters")
+    try:
+        with read_transaction(engine) as conn:
+            letters = deadletters.listing(conn, cls.name, limit=limit)
+    finally:
+        engine.dispose()
+    if as_json:
+        print_json([letter.as_dict() for letter in letters])
+        return
+    print_table(
+        f"dead letters of {cls.name}",
+        ["id", "status", "where", "stream", "type", "error"],
+        [
+            (
+                d.id,
+                d.status,
+                f"{d.topic}[{d.partition}]@{d.offset}",
+                d.stream_id,
+                d.event_type,
+                d.error[:80],
+            )
+            for d in letters
+        ],
+    )
+
+
+@projection.command("wait")
+@click.argument("name")
+@click.option(
+    "--position",
+    type=click.IntRange(min=0),
+    required=True,
+    help="Global position of the store (what `save` returned).",
+)
+@context_options
+@click.option("--store-context", help="Context of the store the position belongs to.")
+@click.option("--timeout", default=10.0, show_default=True, type=click.FloatRange(min=0))
+def projection_wait(
+    name: str,
+    position: int,
+    context: str | None,
+    url: str | None,
+    stores: str | None,
+    store_context: str | None,
+    timeout: float,
+) -> None:
+    """Wait until a projection has applied a store's events up to a position."""
+    from eventsource.projections.runner import Runtime
+    from eventsource.projections.wait import wait_for
+
+    cls = load_class(name)
+    settings = settings_from(url, context, stores)
+    views = existing_engine(settings)
+    try:
+        with Runtime(settings, read_only=True) as runtime:
+            wait_for(
+                cls,
+                position,
+                store=runtime.store(store_context),
+                views=views,
+                kafka=runtime.kafka_config(),
+                timeout=timeout,
+            )
+    finally:
+        views.dispose()
+    click.echo(f"{cls.name} has applied position {position}")

@@ -65,9 +65,16 @@ def require_kafka() -> str:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # A test parametrised with the postgres backend needs the server: mark it
     # so that `-m "not postgres"` deselects exactly those.
+    # Likewise a test run on the Kafka + PostgreSQL setup (whichever fixture
+    # carries it: `harness`, `rig`, `kind`) needs both servers.
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec and "postgres" in str(callspec.params.get("backend", "")):
+        if not callspec:
+            continue
+        if "postgres" in str(callspec.params.get("backend", "")):
+            item.add_marker(pytest.mark.postgres)
+        if any("kafka-postgres" in str(value) for value in callspec.params.values()):
+            item.add_marker(pytest.mark.kafka)
             item.add_marker(pytest.mark.postgres)
 
 

@@ -225,6 +225,7 @@ def test_caused_by_is_reset_after_an_error_and_does_not_leak_to_other_threads() 
             thread = threading.Thread(target=other_thread)
             thread.start()
             thread.join()
+            assert not thread.is_alive(), "a thread the test started is still running"
             raise RuntimeError("handler failed")
 
     with pytest.raises(RuntimeError):

@@ -62,6 +62,7 @@ class Child:
             self.process.wait()
         out = self.process.stdout.read()
         self._reader.join(10)
+        assert not self._reader.is_alive(), "a thread the test started is still running"
         self.process.stdout.close()
         self.process.stderr.close()
         return self.process.returncode, out, "".join(self.lines)

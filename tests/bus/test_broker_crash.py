@@ -130,6 +130,7 @@ def test_relay_and_consumer_recover_from_broker_kills(
         services("kafka-start")  # whatever happened, the broker runs again
         reader.stop.set()
         reader.join(60)
+        assert not reader.is_alive(), "a thread the test started is still running"
         relay.process.terminate()
         code, out, err = relay.finish(timeout=60)
 

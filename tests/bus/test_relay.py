@@ -325,6 +325,7 @@ def test_the_relay_waits_out_a_broker_outage_and_loses_nothing(
         print(f"both relays were done {time.monotonic() - back:.1f} s after the broker was back")
         running.stop.set()
         running.thread.join(60)
+        assert not running.thread.is_alive(), "a thread the test started is still running"
         assert running.relayed == [len(first + more)], running.failure
 
         # The outage was reported, through eventsource's loggers, as it happened.
@@ -344,6 +345,7 @@ def test_the_relay_waits_out_a_broker_outage_and_loses_nothing(
             job.stop.set()
             if job.thread.is_alive():
                 job.thread.join(60)
+                assert not job.thread.is_alive(), "a thread the test started is still running"
             job.relay.close()
         for store in (running_store, late_store):
             admin.delete(admin.list_topics(f"{store.context}."))

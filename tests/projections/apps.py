@@ -15,11 +15,14 @@ Worker processes import `EnvBalances` and `EnvAudits` by path
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table
+from sqlalchemy import BigInteger, Column, Engine, Integer, MetaData, String, Table
+from sqlalchemy import event as sqlalchemy_event
 
 from eventsource import Aggregate, Event, Projection, Reaction, Reactor, View, handles, on
 
@@ -295,10 +298,57 @@ class _Faults:
             time.sleep(slow)
 
 
+def install_kill_point() -> None:
+    """`PJTEST_KILL_AT=flush|positions|commit` and `PJTEST_KILL_AFTER=N`: the process
+    SIGKILLs itself at the Nth time it writes the view's rows, advances its
+    positions, or is about to commit, on whichever thread does it
+    (`PJTEST_KILL_THREAD`, a name prefix, narrows that down)."""
+    point = os.environ.get("PJTEST_KILL_AT")
+    if not point:
+        return
+    after = int(os.environ.get("PJTEST_KILL_AFTER", "1"))
+    thread_prefix = os.environ.get("PJTEST_KILL_THREAD", "")
+    seen = [0]
+
+    def hit() -> None:
+        if not threading.current_thread().name.startswith(thread_prefix):
+            return
+        seen[0] += 1
+        if seen[0] >= after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_statement(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        lowered = statement.lower()
+        if (point == "flush" and "into pj_balances" in lowered) or (
+            point == "positions" and "update projection_positions" in lowered
+        ):
+            hit()
+
+    def on_commit(conn: Any) -> None:
+        if point == "commit" and conn.info.get("pj_wrote_view"):
+            hit()
+
+    def note_view_write(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "pj_balances" in statement.lower():
+            conn.info["pj_wrote_view"] = True
+
+    def forget(conn: Any) -> None:
+        conn.info.pop("pj_wrote_view", None)
+
+    sqlalchemy_event.listen(Engine, "before_cursor_execute", on_statement)
+    sqlalchemy_event.listen(Engine, "before_cursor_execute", note_view_write)
+    sqlalchemy_event.listen(Engine, "commit", on_commit)
+    sqlalchemy_event.listen(Engine, "commit", forget, insert=False)
+    sqlalchemy_event.listen(Engine, "rollback", forget)
+
+
 class EnvBalances(BalancesBase):
     name = os.environ.get("PJTEST_NAME", "pj_env_balances")
     topics = [f"{ENV_CONTEXT}.account"]
     workers = workers_table
+
+    def setup(self) -> None:
+        install_kill_point()
 
     def touch(self, event: Event, view: View) -> None:
         _Faults.step()

@@ -147,6 +147,7 @@ def test_a_concurrent_writer_of_the_same_aggregates_loses_and_duplicates_nothing
     finally:
         stop.set()
         thread.join(30)
+        assert not thread.is_alive(), "a thread the test started is still running"
     assert not failures
     assert writes
 

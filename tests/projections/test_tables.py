@@ -37,6 +37,7 @@ def test_concurrent_starts_create_each_table_once(database_url: str) -> None:
         thread.start()
     for thread in threads:
         thread.join(30)
+        assert not thread.is_alive(), "a thread the test started is still running"
 
     assert failures == []
     assert set(names) <= set(inspect(engine).get_table_names())

@@ -57,7 +57,9 @@ def test_two_shared_views_counting_a_new_row_both_count(
     other = threading.Thread(target=count, args=(False,))
     other.start()
     holder.join(30)
+    assert not holder.is_alive(), "a thread the test started is still running"
     other.join(30)
+    assert not other.is_alive(), "a thread the test started is still running"
     assert errors == []
     with engine.connect() as conn:
         assert conn.execute(select(counters.c["count"])).scalar_one() == 2

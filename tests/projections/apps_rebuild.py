@@ -309,6 +309,10 @@ class ExpireUnpaidBase(Reactor):
     """
 
     fail_first: ClassVar[int] = 0
+
+    def before_expire(self, due: Deadline, reaction: Reaction) -> None:
+        """Called first by the deadline's handler; tests add what they watch."""
+
     fail_delay: ClassVar[float] = 0.0
     calls: ClassVar[int] = 0
 
@@ -322,6 +326,7 @@ class ExpireUnpaidBase(Reactor):
 
     @deadline("expire")
     def _expire(self, due: Deadline, reaction: Reaction) -> None:
+        self.before_expire(due, reaction)
         cls = type(self)
         cls.calls += 1
         if cls.calls <= cls.fail_first:

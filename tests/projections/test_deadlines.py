@@ -165,6 +165,41 @@ def test_a_failed_attempt_does_not_undo_what_happened_meanwhile(store: EventStor
     assert expirations(store) == {}
 
 
+def test_deadlines_asked_for_by_another_thread_run_on_the_workers_own_thread(
+    store: EventStore,
+) -> None:
+    # While a worker folds batches, a scheduler's call must not touch its view:
+    # it is handed to the worker's thread and runs between two batches.
+    name = unique("rb_expire_owner")
+    ran_on: list[str] = []
+
+    def note_thread(self: ExpireUnpaidBase, due: object, reaction: object) -> None:
+        ran_on.append(threading.current_thread().name)
+
+    Expire = expire_unpaid(store.context, name, before_expire=note_thread)
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    place(store, *[(f"early{i}", past) for i in range(20)])
+    worker = reactor_worker(store, Expire)
+    worker.batch_size = 7
+    stop = threading.Event()
+    running = Background(lambda: worker.run(stop=stop), "the-worker")
+    try:
+        fired = 0
+        for round_ in range(30):  # deadlines asked for while batches of new bookings fold
+            place(store, *[(f"r{round_}-{i}", past) for i in range(10)])
+            fired += worker.fire_deadlines()
+        deadline = time.monotonic() + 30
+        while len(expirations(store)) < 320 and time.monotonic() < deadline:
+            fired += worker.fire_deadlines()  # the last bookings' deadlines, once scheduled
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        running.join()
+    assert fired == 320
+    assert set(ran_on) == {"the-worker"}
+    assert set(expirations(store).values()) == {1}
+
+
 def test_run_workers_fires_due_deadlines_by_itself(store: EventStore) -> None:
     name = unique("rb_expire_sched")
     Expire = expire_unpaid(store.context, name)

@@ -119,8 +119,11 @@ class EventCodec:
                 json = self._upcast(record, cls)
             # 4. Validate the payload with the class's own JSON rules (its validator
             #    directly: `model_validate_json` adds a Python-level call per event).
+            #    Fields this class does not know are ignored: a producer may add an
+            #    optional field before its consumers upgrade (events built in code
+            #    stay strict).
             try:
-                event: Event = cls.__pydantic_validator__.validate_json(json)
+                event: Event = cls.__pydantic_validator__.validate_json(json, extra="ignore")
             except pydantic.ValidationError as exc:
                 raise self._error(record, _summarise(exc)) from exc
             # 5. Stamp the metadata from the trusted columns, as `stamp` does,

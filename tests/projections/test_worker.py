@@ -159,6 +159,42 @@ def test_unhandled_and_unknown_event_types_advance_positions(harness: Harness) -
     assert_positions_at_end(harness, cls.name)
 
 
+def test_an_old_consumer_applies_events_with_fields_it_does_not_know(harness: Harness) -> None:
+    # A newer producer added `lot: str = "unknown"` to deposits and was deployed
+    # first: this consumer's class has no such field, applies them and goes on.
+    account = PjAccount.open("older", "owner-1")
+    account.deposit(5)
+    Repository(harness.source, PjAccount).save(account)
+    newer = [
+        StoredEvent(
+            position=0,
+            stream_id="account:older",
+            aggregate_id="older",
+            aggregate_type="account",
+            version=3 + i,
+            event_type=PjDeposited.event_type,
+            schema_version=PjDeposited.schema_version,
+            event_id=uuid4(),
+            occurred_at=datetime.now(UTC),
+            payload=f'{{"amount": {10 * (i + 1)}, "lot": "L-{i}"}}',
+            metadata="{}",
+        )
+        for i in range(3)
+    ]
+    harness.source.append_records(newer)
+    harness.publish()
+    cls = balances(harness.context, unique("pj_forward"))
+
+    assert run_to_end(harness, cls(), batch_size=2) == 5
+
+    assert view_state(harness.views).balances == {
+        "older": {"owner": "owner-1", "events": 5, "total": 65, "last_version": 5}
+    }
+    state = consumer_state(harness.views, cls.name)
+    assert state is not None
+    assert (state["status"], state["last_error"]) == ("stopped", None)
+
+
 class NoHandlers(Projection):
     name = "pj_no_handlers"
     topics = ["pjnowhere.account"]

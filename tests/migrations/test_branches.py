@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -92,6 +94,19 @@ def stamped(url: str) -> set[str]:
         engine.dispose()
 
 
+def db_upgrade(url: str, *options: str) -> str:
+    """`eventsource db upgrade --url URL [options]`; its output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "eventsource", "db", "upgrade", "--url", url, *options],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_each_branch_creates_only_its_own_tables(
     backend: str, database_url_factory: Callable[..., str]
 ) -> None:
@@ -112,6 +127,14 @@ def test_each_branch_creates_only_its_own_tables(
     both = STORE_TABLES | RUNTIME_TABLES | {VERSION_TABLE}
     assert tables(write_side) == tables(read_side) == both
     assert stamped(write_side) == stamped(read_side) == {heads("store"), heads("runtime")}
+
+
+def test_db_upgrade_upgrades_both_branches_or_the_one_it_is_given(tmp_path) -> None:
+    write_side, both = f"sqlite:///{tmp_path / 'w.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    assert "store schema is up to date" in db_upgrade(write_side, "--branch", "store")
+    assert "store and runtime schema is up to date" in db_upgrade(both)
+    assert tables(write_side) == STORE_TABLES | {VERSION_TABLE}
+    assert tables(both) == STORE_TABLES | RUNTIME_TABLES | {VERSION_TABLE}
 
 
 def test_create_schema_makes_both_branches_unless_told_otherwise(

@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 
 from eventsource import Aggregate, Event, Repository, on
 from eventsource.store import EventStore, upgrade_schema
@@ -48,12 +51,24 @@ def upgrade_application(url: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
+def upgrade_in_code(url: str) -> None:
+    """The same two steps from Python, one after the other."""
+    upgrade_schema(url)
+    config = Config(str(APPLICATION / "alembic.ini"))
+    config.set_main_option("sqlalchemy.url", url)
+    command.upgrade(config, "head")
+
+
+@pytest.mark.parametrize("how", ["commands", "code"])
 def test_an_application_revision_runs_after_ours_with_its_own_history(
-    backend: str, database_url_factory: Callable[..., str]
+    backend: str, database_url_factory: Callable[..., str], how: str
 ) -> None:
     url = database_url_factory(backend)
-    db_upgrade(url)
-    upgrade_application(url)
+    if how == "commands":
+        db_upgrade(url)
+        upgrade_application(url)
+    else:
+        upgrade_in_code(url)
 
     engine = sa.create_engine(url)
     inspector = sa.inspect(engine)

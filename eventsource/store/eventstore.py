@@ -356,7 +356,13 @@ def migrations_folder() -> Path:
     spec = importlib.util.find_spec("eventsource.migrations")
     if spec is None or not spec.submodule_search_locations:
         raise StoreError("the eventsource.migrations package is not installed")
-    return Path(next(iter(spec.submodule_search_locations)))
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if not (folder / "env.py").is_file():
+        # A checkout updated from one that held the environment inside the
+        # package keeps an `eventsource/migrations/__pycache__`, which Python
+        # imports as an empty namespace package ahead of the mapped folder.
+        raise StoreError(f"{folder} holds no Alembic environment: remove it (a leftover)")
+    return folder
 
 
 # -- inserting a batch ---------------------------------------------------------------

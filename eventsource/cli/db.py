@@ -31,5 +31,5 @@ def db_upgrade(url: str | None, branch: Branch | None) -> None:
         upgrade_schema(engine, *([branch] if branch else BRANCHES))
     finally:
         engine.dispose()
-    done = branch or " and ".join(BRANCHES)
-    click.echo(f"{describe_url(settings.database_url)}: {done} schema is up to date")
+    what = f"{branch} schema" if branch else "schema"
+    click.echo(f"{describe_url(settings.database_url)}: {what} is up to date")

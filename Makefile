@@ -32,7 +32,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 typecheck: install
-	$(VENV)/bin/mypy --strict eventsource
+	$(VENV)/bin/mypy --strict eventsource migrations
 
 # Two processes share the suite; the tests that stop the shared Kafka broker
 # run alone afterwards. PYTEST_ARGS (e.g. tests/store) replaces both runs by one.

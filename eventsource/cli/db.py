@@ -6,7 +6,7 @@ import click
 
 from eventsource.cli.common import announce, describe_url, require_database, settings_from
 from eventsource.store.engine import create_engine
-from eventsource.store.eventstore import upgrade_schema
+from eventsource.store.eventstore import BRANCHES, Branch, upgrade_schema
 
 
 @click.group()
@@ -16,14 +16,20 @@ def db() -> None:
 
 @db.command("upgrade")
 @click.option("--url", help="Database URL (default: EVENTSOURCE_DATABASE_URL).")
-def db_upgrade(url: str | None) -> None:
+@click.option(
+    "--branch",
+    type=click.Choice(BRANCHES),
+    help="Only the event store's tables (store) or only the projection runtime's (runtime).",
+)
+def db_upgrade(url: str | None, branch: Branch | None) -> None:
     """Create or upgrade the framework's tables to the latest migration."""
     settings = settings_from(url)
     require_database(settings, what="`db upgrade`")
     announce(settings)
     engine = create_engine(settings.database_url)
     try:
-        upgrade_schema(engine)
+        upgrade_schema(engine, *([branch] if branch else BRANCHES))
     finally:
         engine.dispose()
-    click.echo(f"{describe_url(settings.database_url)}: schema is up to date")
+    what = f"{branch} schema" if branch else "schema"
+    click.echo(f"{describe_url(settings.database_url)}: {what} is up to date")

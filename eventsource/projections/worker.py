@@ -165,7 +165,7 @@ class Worker:
 
     def start_tables(self) -> None:
         """Create the view and framework tables (without subscribing to the log)."""
-        upgrade_schema(self.engine)
+        upgrade_schema(self.engine, "runtime", *(("store",) if self.store is not None else ()))
         with self.context.transaction() as conn:
             create_missing(conn, self.tables)
 

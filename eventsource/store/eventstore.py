@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import threading
 import weakref
@@ -9,14 +10,14 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, tuple_
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from eventsource.errors import ConcurrencyError, StoreError
+from eventsource.errors import ConcurrencyError, ConfigurationError, StoreError
 from eventsource.events.base import Event
 from eventsource.events.codec import DEFAULT_MAX_EVENT_BYTES, EventCodec
 from eventsource.events.records import StoredEvent
@@ -36,7 +37,10 @@ from eventsource.store.engine import (
 
 log = logging.getLogger(__name__)
 
-_MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+# The framework's Alembic branches: the event store's tables, and the projection
+# runtime's (positions, projection state, dead letters, deadlines).
+Branch = Literal["store", "runtime"]
+BRANCHES: tuple[Branch, ...] = ("store", "runtime")
 
 
 class EventStore:
@@ -96,12 +100,16 @@ class EventStore:
 
     # -- schema ----------------------------------------------------------------
 
-    def create_schema(self) -> None:
+    def create_schema(self, *branches: Branch) -> None:
         """Create or upgrade the framework's tables (idempotent).
 
-        Runs the same Alembic migrations as `eventsource db upgrade`.
+        Runs the same Alembic migrations as `eventsource db upgrade`: with no
+        branch named, both the event store's and the projection runtime's,
+        since a context's database usually also holds its views and their
+        positions. `create_schema("store")` makes only events and snapshots,
+        for a database that only records events.
         """
-        upgrade_schema(self.engine)
+        upgrade_schema(self.engine, *branches)
 
     # -- writing ---------------------------------------------------------------
 
@@ -294,30 +302,67 @@ class EventStore:
 
 
 # Alembic keeps its running context in module globals: one migration at a
-# time per process. Engines already at head are not migrated again.
+# time per process. Branches already at head on an engine are not migrated again.
 _migration_lock = threading.Lock()
-_migrated: weakref.WeakSet[Engine] = weakref.WeakSet()
+_migrated: weakref.WeakKeyDictionary[Engine, set[Branch]] = weakref.WeakKeyDictionary()
 
 
-def upgrade_schema(engine: Engine) -> None:
-    """Run the framework's Alembic migrations up to head on `engine` (idempotent)."""
+def upgrade_schema(bind: str | URL | Engine, *branches: Branch) -> None:
+    """Upgrade the framework's tables on `bind` to the latest revision (idempotent).
+
+    `branches` picks the Alembic branches: `"store"` (events, snapshots),
+    `"runtime"` (projection positions and state, dead letters, deadlines);
+    none named means both, as `eventsource db upgrade` does.
+    """
+    wanted = set(branches or BRANCHES)
+    if not wanted <= set(BRANCHES):
+        raise ConfigurationError(f"unknown schema branches {sorted(wanted - set(BRANCHES))}")
+    engine = create_engine(bind)
+    try:
+        _upgrade(engine, wanted)
+    finally:
+        if not isinstance(bind, Engine):
+            engine.dispose()
+
+
+def _upgrade(engine: Engine, wanted: set[Branch]) -> None:
     from alembic import command
     from alembic.config import Config
 
     with _migration_lock:
-        if engine in _migrated:
+        done = _migrated.setdefault(engine, set())
+        missing = wanted - done
+        if not missing:
             return
+        # One upgrade to every head at once, or each branch on its own.
+        targets = ["heads"] if missing == set(BRANCHES) else [f"{b}@head" for b in sorted(missing)]
         config = Config()
-        config.set_main_option("script_location", str(_MIGRATIONS))
+        config.set_main_option("script_location", str(migrations_folder()))
         with write_connection(engine) as connection:
             config.attributes["connection"] = connection
-            try:
-                command.upgrade(config, "head")
-            except DBAPIError as exc:
-                raise StoreError(f"migrating {engine.url!r} failed: {exc.orig}") from exc
-            if connection.in_transaction():
-                connection.commit()
-        _migrated.add(engine)
+            for target in targets:
+                try:
+                    command.upgrade(config, target)
+                except DBAPIError as exc:
+                    raise StoreError(f"migrating {engine.url!r} failed: {exc.orig}") from exc
+                if connection.in_transaction():
+                    connection.commit()
+        done.update(missing)
+
+
+def migrations_folder() -> Path:
+    """The Alembic environment (`migrations/` in the repository, installed as
+    `eventsource.migrations`)."""
+    spec = importlib.util.find_spec("eventsource.migrations")
+    if spec is None or not spec.submodule_search_locations:
+        raise StoreError("the eventsource.migrations package is not installed")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if not (folder / "env.py").is_file():
+        # A checkout updated from one that held the environment inside the
+        # package keeps an `eventsource/migrations/__pycache__`, which Python
+        # imports as an empty namespace package ahead of the mapped folder.
+        raise StoreError(f"{folder} holds no Alembic environment: remove it (a leftover)")
+    return folder
 
 
 # -- inserting a batch ---------------------------------------------------------------

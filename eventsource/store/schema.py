@@ -1,7 +1,7 @@
 """The framework's tables, as SQLAlchemy Core objects for queries.
 
-The tables themselves are created by the Alembic migrations in
-`eventsource/migrations`; these definitions must match them (a test checks).
+The tables themselves are created by the `store` branch of the Alembic
+migrations in `migrations/`; these definitions must match them (a test checks).
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""Alembic environment for eventsource's own tables.
+"""eventsource's migrations as they were while their history was linear.
 
-Run by `EventStore.create_schema()`, by `eventsource db upgrade`, and by
-`alembic upgrade head` from the repository root. The version table is named
-`eventsource_alembic_version` so that it never collides with an
-application's own Alembic history in the same database.
+A frozen copy (this file and `versions/`): the tests make databases with
+it and upgrade them with today's migrations. Never change it.
 """
 
 from __future__ import annotations

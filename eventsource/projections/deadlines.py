@@ -3,9 +3,23 @@
 A reactor schedules one while reacting (`reaction.schedule(...)`), in the same
 transaction as its other effects; `@deadline(name)` methods run them when they
 fall due. The due time lives in the `deadlines` table, so a restarted worker
-runs what fell due while it was down. A deadline's command and the update of
-its status commit in one transaction, so it runs exactly once even with
-several workers polling.
+runs what fell due while it was down.
+
+What a (name, key) holds, and when it runs:
+
+* `schedule(name, key, due_at, payload)` records a new schedule in the slot,
+  whatever was there: a pending one is replaced (its due time and payload
+  are gone; it never runs), a done, cancelled or failed one is followed by
+  the new one. Each schedule has a revision, one more than the last.
+* `cancel(name, key)` cancels the pending schedule, if there is one.
+* A schedule runs at most once, never before its due time, and only while it
+  is still the slot's current, pending schedule: the claim names the
+  revision that was read (compare-and-set), and the handler's effects and
+  the claim commit in one transaction. A schedule moved or cancelled after
+  it was read is not run with its old payload, not marked done early, and
+  not lost: the new one runs in its own time.
+* A failing handler is retried later, with growing delays, up to the
+  reactor's `max_retries`; then its status is `failed`.
 """
 
 from __future__ import annotations
@@ -46,6 +60,7 @@ class Deadline:
     cause_id: UUID | None
     correlation_id: UUID | None
     attempts: int
+    revision: int = 1
 
 
 def deadline(name: str) -> Callable[[F], F]:
@@ -91,11 +106,12 @@ def schedule(
         "created_at": datetime.now(UTC),
         "done_at": None,
     }
-    statement = upsert_into(conn, deadlines).values(values)
+    statement = upsert_into(conn, deadlines).values({**values, "revision": 1})
+    replaced = {k: statement.excluded[k] for k in values if k not in ("owner", "name", "key")}
     conn.execute(
         statement.on_conflict_do_update(
             index_elements=[deadlines.c.owner, deadlines.c.name, deadlines.c.key],
-            set_={k: statement.excluded[k] for k in values if k not in ("owner", "name", "key")},
+            set_={**replaced, "revision": deadlines.c.revision + 1},
         )
     )
 
@@ -135,33 +151,44 @@ def _still_pending(owner: str, name: str, key: str) -> ColumnElement[bool]:
 
 
 def claim(conn: Connection, item: Deadline, status: str = DONE) -> bool:
-    """Mark a pending deadline done within the caller's transaction; False if
-    another worker (or a cancellation) got there first."""
+    """Mark a pending deadline done within the caller's transaction, if it is
+    still the schedule that was read; False if another worker ran it, or it
+    was cancelled or moved since."""
     result = conn.execute(
         update(deadlines)
-        .where(_still_pending(item.owner, item.name, item.key))
+        .where(_still_as_read(item))
         .values(status=status, done_at=datetime.now(UTC), attempts=item.attempts + 1)
     )
     return result.rowcount == 1
 
 
-def postpone(conn: Connection, item: Deadline, error: str, *, max_attempts: int) -> None:
+def _still_as_read(item: Deadline) -> ColumnElement[bool]:
+    return and_(
+        _still_pending(item.owner, item.name, item.key), deadlines.c.revision == item.revision
+    )
+
+
+def postpone(
+    conn: Connection, item: Deadline, error: str, *, max_attempts: int, now: datetime
+) -> None:
     """The command failed: try again later, or give up after `max_attempts`.
 
-    Only while it is still pending: between the failed attempt's rollback and
-    this update, another worker may have run it or a reaction cancelled it.
+    Later means after `now`, the time it was fired at, and never before its
+    own due time. Only while it is still the schedule that was read: between
+    the failed attempt's rollback and this update, another worker may have
+    run it, or a reaction cancelled or moved it.
     """
     attempts = item.attempts + 1
     status = FAILED if attempts >= max_attempts else PENDING
     delay = timedelta(seconds=min(2**attempts, 300))
     conn.execute(
         update(deadlines)
-        .where(_still_pending(item.owner, item.name, item.key))
+        .where(_still_as_read(item))
         .values(
             attempts=attempts,
             status=status,
             last_error=error[:10_000],
-            due_at=datetime.now(UTC) + delay,
+            due_at=max(now, item.due_at) + delay,
         )
     )
 
@@ -188,4 +215,5 @@ def _deadline(row: Any) -> Deadline:
         cause_id=UUID(row["cause_id"]) if row["cause_id"] else None,
         correlation_id=UUID(row["correlation_id"]) if row["correlation_id"] else None,
         attempts=int(row["attempts"]),
+        revision=int(row["revision"]),
     )

@@ -68,7 +68,9 @@ class Reaction:
         """Run this reactor's `@deadline(name)` handler for `key` at `due_at`.
 
         Recorded in this batch's transaction (scheduling happens exactly
-        once); scheduling the same `(name, key)` again moves it.
+        once). Scheduling the same `(name, key)` again replaces what was
+        there: a pending schedule never runs with its old time or payload;
+        the new one runs once, at its own time (`eventsource.projections.deadlines`).
         """
         cause = cause or self.cause
         deadlines.schedule(

@@ -1,6 +1,6 @@
 """The framework's own tables beside the views: positions and projection state.
 
-Created by the Alembic migrations in `eventsource/migrations`.
+Created by the `runtime` branch of the Alembic migrations in `migrations/`.
 """
 
 from __future__ import annotations
@@ -73,6 +73,9 @@ dead_letters = Table(
     Column("status", String(20), nullable=False),
     Column("parked_at", DateTime(timezone=True), nullable=False),
     Column("resolved_at", DateTime(timezone=True), nullable=True),
+    # Why and by whom it was skipped or resolved.
+    Column("resolution", Text, nullable=True),
+    Column("resolved_by", String(200), nullable=True),
 )
 
 deadlines = Table(
@@ -91,6 +94,24 @@ deadlines = Table(
     Column("last_error", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("done_at", DateTime(timezone=True), nullable=True),
+    # Bumped by every schedule of the (name, key): a claim names the revision
+    # it read, so a deadline moved or cancelled since is never run as it was.
+    Column("revision", BigInteger, nullable=False, server_default="1"),
+)
+
+members = Table(
+    "projection_members",
+    metadata,
+    Column("projection", String(200), primary_key=True),
+    Column("member", String(200), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+    Column("partitions", Text, nullable=False),
+    Column("applied", BigInteger, nullable=False),
+    Column("retrying_since", DateTime(timezone=True), nullable=True),
+    Column("retry_reason", Text, nullable=True),
 )
 
 

@@ -103,6 +103,7 @@ def fire_deadlines(context: WorkerContext, now: datetime | None = None) -> int:
                     item,
                     f"{type(exc).__name__}: {exc}",
                     max_attempts=type(context.consumer).max_retries + 1,
+                    now=now,
                 )
             continue
         context.view.commit()

@@ -68,3 +68,25 @@ EVENT_COLUMNS = (
     events.c.payload,
     events.c.metadata,
 )
+
+store_identity = Table(
+    "store_identity",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+relay_heartbeats = Table(
+    "relay_heartbeats",
+    metadata,
+    Column("member", String(200), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("transactional_id", String(250), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Column("relayed", BigInteger, nullable=False),
+    Column("retrying_since", DateTime(timezone=True), nullable=True),
+    Column("retry_reason", Text, nullable=True),
+)

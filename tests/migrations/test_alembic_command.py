@@ -17,6 +17,7 @@ from tests.migrations.test_branches import (
     RUNTIME_TABLES,
     STORE_TABLES,
     VERSION_TABLE,
+    current_heads,
     stamped,
     tables,
 )
@@ -46,7 +47,7 @@ def test_upgrade_heads_takes_the_url_from_x_url_or_the_environment(
     assert done.returncode == 0, done.stderr
     for url in (by_option, by_environment):
         assert tables(url) == STORE_TABLES | RUNTIME_TABLES | {VERSION_TABLE}
-        assert stamped(url) == {"store_0001", "runtime_0002"}
+        assert stamped(url) == current_heads()
     # Again: nothing to do.
     done = alembic("-x", f"url={by_option}", "upgrade", "heads")
     assert done.returncode == 0, done.stderr
@@ -68,28 +69,39 @@ def test_a_new_revision_goes_on_the_branch_it_names(tmp_path: Path) -> None:
     # A copy of the environment, so that the repository's stays as it is.
     shutil.copy(ROOT / "alembic.ini", tmp_path / "alembic.ini")
     shutil.copytree(ROOT / "migrations", tmp_path / "migrations")
-    for branch, rev_id, message in [
-        ("store", "store_0002", "store identity"),
-        ("runtime", "runtime_0003", "revision of deadlines"),
-    ]:
+    config = Config(str(tmp_path / "alembic.ini"))
+    before = ScriptDirectory.from_config(config).revision_map
+    heads = {branch: before.get_current_head(branch) for branch in ("store", "runtime")}
+    new_ids = {branch: _next(head) for branch, head in heads.items() if head}
+    for branch, message in [("store", "a store change"), ("runtime", "a runtime change")]:
         done = alembic(
-            "revision", "--head", f"{branch}@head", "--rev-id", rev_id, "-m", message, cwd=tmp_path
+            "revision",
+            "--head",
+            f"{branch}@head",
+            "--rev-id",
+            new_ids[branch],
+            "-m",
+            message,
+            cwd=tmp_path,
         )
         assert done.returncode == 0, done.stderr
     versions = tmp_path / "migrations" / "versions"
-    assert (versions / "store_0002_store_identity.py").exists()
-    assert (versions / "runtime_0003_revision_of_deadlines.py").exists()
-    written = (versions / "store_0002_store_identity.py").read_text()
-    assert 'down_revision = "store_0001"' in written  # and formatted by ruff
+    written = (versions / f"{new_ids['store']}_a_store_change.py").read_text()
+    assert f'down_revision = "{heads["store"]}"' in written  # and formatted by ruff
+    assert (versions / f"{new_ids['runtime']}_a_runtime_change.py").exists()
 
-    config = Config(str(tmp_path / "alembic.ini"))
     revisions = ScriptDirectory.from_config(config).revision_map
-    assert sorted(revisions.heads) == ["runtime_0003", "store_0002"]
-    assert revisions.get_revision("store_0002").down_revision == "store_0001"
-    assert revisions.get_revision("runtime_0003").down_revision == "runtime_0002"
-    assert revisions.get_current_head("store") == "store_0002"
+    assert sorted(revisions.heads) == sorted(new_ids.values())
+    for branch, rev_id in new_ids.items():
+        assert revisions.get_revision(rev_id).down_revision == heads[branch]
+        assert revisions.get_current_head(branch) == rev_id
 
     url = f"sqlite:///{tmp_path / 'x.db'}"
     done = alembic("-x", f"url={url}", "upgrade", "heads", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert stamped(url) == {"store_0002", "runtime_0003"}
+    assert stamped(url) == set(new_ids.values())
+
+
+def _next(head: str) -> str:
+    branch, number = head.rsplit("_", 1)
+    return f"{branch}_{int(number) + 1:04d}"

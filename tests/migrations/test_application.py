@@ -23,6 +23,7 @@ from tests.migrations.test_branches import (
     RUNTIME_TABLES,
     STORE_TABLES,
     VERSION_TABLE,
+    current_heads,
     db_upgrade,
     stamped,
 )
@@ -78,7 +79,7 @@ def test_an_application_revision_runs_after_ours_with_its_own_history(
         "loyalty_accounts",
     }
     assert "loyalty_customer_events" in inspector.get_view_names()
-    assert stamped(url) == {"store_0001", "runtime_0002"}
+    assert stamped(url) == current_heads()
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars().all() == [
             "loyalty_0001"
@@ -96,4 +97,4 @@ def test_an_application_revision_runs_after_ours_with_its_own_history(
     # Either history upgrades again with nothing to do (making a table twice would fail).
     upgrade_application(url)
     upgrade_schema(url)
-    assert stamped(url) == {"store_0001", "runtime_0002"}
+    assert stamped(url) == current_heads()

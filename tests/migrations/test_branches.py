@@ -20,8 +20,25 @@ from eventsource.store import EventStore, upgrade_schema
 from eventsource.store.engine import create_engine
 from eventsource.store.eventstore import migrations_folder
 
-STORE_TABLES = {"events", "snapshots"}
-RUNTIME_TABLES = {"projection_positions", "projections", "dead_letters", "deadlines"}
+STORE_TABLES = {"events", "snapshots", "store_identity", "relay_heartbeats"}
+# The revisions that were the linear history's (`0001` - `0003`).
+LINEAR_ERA = {"store_0001", "runtime_0001", "runtime_0002"}
+
+
+def current_heads() -> set[str]:
+    """The newest revision of each branch, as the repository has them now."""
+    config = Config()
+    config.set_main_option("script_location", str(migrations_folder()))
+    return set(ScriptDirectory.from_config(config).get_heads())
+
+
+RUNTIME_TABLES = {
+    "projection_positions",
+    "projections",
+    "dead_letters",
+    "deadlines",
+    "projection_members",
+}
 VERSION_TABLE = "eventsource_alembic_version"
 
 

@@ -20,7 +20,13 @@ from alembic.config import Config
 from eventsource import Aggregate, Event, Repository, on
 from eventsource.store import EventStore, upgrade_schema
 from eventsource.store.engine import create_engine, write_connection
-from tests.migrations.test_branches import RUNTIME_TABLES, STORE_TABLES, stamped
+from tests.migrations.test_branches import (
+    LINEAR_ERA,
+    RUNTIME_TABLES,
+    STORE_TABLES,
+    current_heads,
+    stamped,
+)
 
 LINEAR_HISTORY = Path(__file__).parent / "linear_history"
 
@@ -99,8 +105,10 @@ def test_a_database_of_the_linear_history_upgrades_without_recreating_anything(
 
     with caplog.at_level(logging.INFO, logger="alembic.runtime.migration"):
         upgrade_schema(url)
-    assert migrations_run(caplog) == created
-    assert stamped(url) == {"store_0001", "runtime_0002"}
+    # Of the revisions the linear history had, only those it had not run yet
+    # run; the ones added since run as they would on any database.
+    assert [r for r in migrations_run(caplog) if r in LINEAR_ERA] == created
+    assert stamped(url) == current_heads()
 
     with EventStore(url, context="lh") as store:
         account = Repository(store, LhAccount).get("a1")
@@ -126,5 +134,5 @@ def test_upgrading_only_the_store_restamps_a_linear_database_whole(
         with EventStore(url, context="lh") as store:
             store.create_schema("store")
         upgrade_schema(url, "runtime")
-    assert migrations_run(caplog) == []
-    assert stamped(url) == {"store_0001", "runtime_0002"}
+    assert [r for r in migrations_run(caplog) if r in LINEAR_ERA] == []
+    assert stamped(url) == current_heads()

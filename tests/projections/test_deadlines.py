@@ -113,6 +113,42 @@ def test_deadlines_fire_once_when_due_and_cancel(store: EventStore) -> None:
     assert worker.fire_deadlines(now + timedelta(days=1)) == 0
 
 
+def test_a_deadline_moved_after_it_was_read_runs_only_as_moved(store: EventStore) -> None:
+    # The scheduler reads the due list; before it claims an entry, the reactor
+    # (another worker) cancels it and schedules it again with a new payload.
+    # The old read must not claim the new schedule, and the new one must run
+    # with its own payload.
+    owner = unique("rb_moved")
+    past = datetime.now(UTC) - timedelta(seconds=1)
+
+    def schedule(loan: str) -> None:
+        with store.transaction() as conn:
+            deadlines.schedule(
+                conn,
+                owner=owner,
+                name="overdue",
+                key="book-1",
+                due_at=past,
+                payload={"loan": loan},
+                cause_id=None,
+                correlation_id=None,
+            )
+
+    schedule("loan-1")
+    with read_transaction(store.engine) as conn:
+        [read] = deadlines.due(conn, owner, datetime.now(UTC))
+    with store.transaction() as conn:
+        deadlines.cancel(conn, owner=owner, name="overdue", key="book-1")
+    schedule("loan-2")
+
+    with store.transaction() as conn:
+        assert not deadlines.claim(conn, read)
+    with read_transaction(store.engine) as conn:
+        [current] = deadlines.pending(conn, owner)
+        assert (current.payload, current.revision) == ({"loan": "loan-2"}, read.revision + 1)
+        assert deadlines.claim(conn, current)
+
+
 def test_two_workers_firing_at_once_run_each_deadline_once(store: EventStore) -> None:
     name = unique("rb_expire_two")
     Expire = expire_unpaid(store.context, name)

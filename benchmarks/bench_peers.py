@@ -26,10 +26,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, replace
+import uuid
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -116,17 +118,212 @@ def _same(workload: str, index: int, answers: dict[str, dict[str, Any]]) -> dict
     return {"state": ours["state"], "stored": ours["stored"]}
 
 
+# -- 2. the Kafka fold ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FoldPlan:
+    events: int  # in the topic, folded by each contender per round
+    keys: int  # distinct keys (view rows)
+    rounds: int
+    batch: int  # the worker's batch size
+
+
+FOLD_DEFAULT = FoldPlan(events=200_000, keys=10_000, rounds=5, batch=1000)
+FOLD_QUICK = FoldPlan(events=20_000, keys=2_000, rounds=2, batch=1000)
+FOLD_TARGETS = {"sqlite": 1.3, "postgresql": 1.1}
+FOLD_SIDES = ("quix-streams", "sqlite", "postgresql")
+PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
+
+
+def fold_part(plan: FoldPlan, args: argparse.Namespace, directory: str) -> dict[str, Any]:
+    from benchmarks.bench_projections import Databases, populate
+    from eventsource import EventStore
+    from eventsource.bus.admin import TopicAdmin
+    from eventsource.bus.config import KafkaConfig
+    from eventsource.bus.relay import Relay
+
+    if not PEERS_PYTHON.exists():
+        raise SystemExit("quix-streams' environment is missing: run `make peers` first")
+    kafka = KafkaConfig(args.bootstrap_servers, partitions=6)
+    context = f"peerf{uuid.uuid4().hex[:8]}"
+    topic = f"{context}.account"
+    store = EventStore(f"sqlite:///{Path(directory) / 'fold-source.db'}", context=context)
+    store.create_schema()
+    log(f"fold: saving {plan.events:,} events over {plan.keys:,} accounts, relaying them")
+    expected = {k: list(v) for k, v in populate(store, plan).items()}  # type: ignore[arg-type]
+    with Relay(store, kafka) as relay:
+        relay.run(until_caught_up=True)
+    store.close()
+    databases = Databases(args.database_url)
+    runs = FoldRuns(plan, args.bootstrap_servers, context, directory, expected)
+    runs.postgres_url = databases.create("peer_fold")
+    try:
+        for index in range(plan.rounds):
+            for name in turns(FOLD_SIDES, index):
+                runs.run(name, index)
+    finally:
+        databases.close()
+        TopicAdmin(kafka).delete([topic, *runs.changelogs(kafka)])
+    return runs.summary()
+
+
+class FoldRuns:
+    """One fold per contender per round, each in a fresh process, checked against `expected`."""
+
+    def __init__(
+        self,
+        plan: FoldPlan,
+        bootstrap: str,
+        context: str,
+        directory: str,
+        expected: dict[str, list[int]],
+    ) -> None:
+        self.plan, self.bootstrap, self.context = plan, bootstrap, context
+        self.directory, self.expected = Path(directory), expected
+        self.postgres_url = ""
+        self.groups: list[str] = []
+        self.samples: dict[str, dict[str, list[float]]] = {
+            name: {"after_startup": [], "start_to_finish": [], "peak_rss_mib": []}
+            for name in FOLD_SIDES
+        }
+
+    def run(self, name: str, index: int) -> None:
+        if name == "quix-streams":
+            answer, folded = self._quix(index)
+        else:
+            url = self._fresh_view(name, index)
+            answer = _json_run(
+                [
+                    *python_module("benchmarks.peer_fold"),
+                    f"--context={self.context}",
+                    f"--url={url}",
+                    f"--bootstrap-servers={self.bootstrap}",
+                    f"--batch={self.plan.batch}",
+                ]
+            )
+            folded = _read_view(url)
+        if folded != self.expected:
+            missing = sorted(set(self.expected) ^ set(folded))[:3]
+            wrong = [k for k in self.expected if k in folded and folded[k] != self.expected[k]]
+            raise SystemExit(
+                f"fold round {index}: {name}'s state differs from the events' fold:"
+                f" {len(folded)} keys against {len(self.expected)} (e.g. {missing}),"
+                f" {len(wrong)} other values (e.g. {wrong[:3]})"
+            )
+        own = self.samples[name]
+        own["after_startup"].append(self.plan.events / answer["after_startup_s"])
+        own["start_to_finish"].append(self.plan.events / answer["total_s"])
+        own["peak_rss_mib"].append(answer["peak_rss_mib"])
+        log(f"fold round {index}: {name} {own['after_startup'][-1]:,.0f} events/s after start-up")
+
+    def _quix(self, index: int) -> tuple[dict[str, Any], dict[str, list[int]]]:
+        group = f"peer-quix-{uuid.uuid4().hex[:12]}"
+        self.groups.append(group)
+        answer = _json_run(
+            [
+                str(PEERS_PYTHON),
+                str(ROOT / "benchmarks" / "peers" / "quix_fold.py"),
+                f"--topic={self.context}.account",
+                f"--events={self.plan.events}",
+                f"--bootstrap-servers={self.bootstrap}",
+                f"--group={group}",
+                f"--state-dir={self.directory / f'quix-{index}'}",
+            ]
+        )
+        return answer, answer.pop("folded")
+
+    def _fresh_view(self, name: str, index: int) -> str:
+        if name == "sqlite":
+            return f"sqlite:///{self.directory / f'fold-view-{index}.db'}"
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.postgres_url, poolclass=sa.NullPool)
+        with engine.begin() as conn:
+            existing = [
+                t
+                for t in ("bench_totals", "projection_positions", "projections")
+                if sa.inspect(conn).has_table(t)
+            ]
+            if existing:  # TRUNCATE: DELETE would leave dead rows to the next round
+                conn.exec_driver_sql(f"TRUNCATE {', '.join(existing)}")
+        engine.dispose()
+        return self.postgres_url
+
+    def changelogs(self, kafka: Any) -> list[str]:
+        from confluent_kafka.admin import AdminClient
+
+        topics = AdminClient({"bootstrap.servers": kafka.bootstrap_servers}).list_topics(timeout=10)
+        return [t for t in topics.topics if any(group in t for group in self.groups)]
+
+    def summary(self) -> dict[str, Any]:
+        quix = self.samples["quix-streams"]
+        out: dict[str, Any] = {
+            "events": self.plan.events,
+            "unit": "events/s",
+            "samples": self.samples,
+            "rates": {
+                name: {measure: spread(values) for measure, values in own.items()}
+                for name, own in self.samples.items()
+            },
+        }
+        for name in ("sqlite", "postgresql"):
+            own = self.samples[name]
+            out[name] = {
+                "after_startup": paired(own["after_startup"], quix["after_startup"]),
+                "start_to_finish": paired(own["start_to_finish"], quix["start_to_finish"]),
+                "target": FOLD_TARGETS[name],
+            }
+            out[name]["met"] = all(
+                out[name][measure]["median"] >= FOLD_TARGETS[name]
+                for measure in ("after_startup", "start_to_finish")
+            )
+        return out
+
+
+def _json_run(command: list[str]) -> dict[str, Any]:
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{command[0]} {command[1]} failed:\n{done.stderr[-3000:]}")
+    answer: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return answer
+
+
+def _read_view(url: str) -> dict[str, list[int]]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql("SELECT account, events, total FROM bench_totals").all()
+    engine.dispose()
+    return {str(r[0]): [int(r[1]), int(r[2])] for r in rows}
+
+
 # -- results ---------------------------------------------------------------------------
 
 
-def versions() -> dict[str, str]:
-    found = {}
-    for name in ("eventsourcing", "quixstreams", "confluent-kafka", "sqlalchemy", "pydantic"):
+_OURS = ("eventsource", "eventsourcing", "sqlalchemy", "pydantic", "confluent-kafka", "orjson")
+_THEIRS = ("quixstreams", "confluent-kafka", "pydantic", "rocksdict")
+
+
+def versions() -> dict[str, dict[str, str]]:
+    """The libraries of this environment and of quix-streams' own."""
+    ours = {}
+    for name in _OURS:
         try:
-            found[name] = metadata.version(name)
+            ours[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
-            found[name] = "-"
-    return found
+            ours[name] = "-"
+    theirs: dict[str, str] = {}
+    if PEERS_PYTHON.exists():
+        script = (
+            "import importlib.metadata as m, json;"
+            f"print(json.dumps({{n: m.version(n) for n in {list(_THEIRS)!r}}}))"
+        )
+        command = [str(PEERS_PYTHON), "-c", script]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        theirs = json.loads(done.stdout) if done.returncode == 0 else {}
+    return {".venv": ours, ".venv-peers": theirs}
 
 
 def store_table(results: dict[str, Any], rounds: int) -> Table:
@@ -164,6 +361,46 @@ def store_table(results: dict[str, Any], rounds: int) -> Table:
     return table
 
 
+def fold_table(results: dict[str, Any], plan: FoldPlan) -> Table:
+    table = Table(
+        title=f"2. Kafka fold, {plan.events:,} events, 6 partitions, {plan.keys:,} keys"
+        f" ({plan.rounds} paired rounds, events/s)",
+        columns=[
+            "contender",
+            "after start-up",
+            "ratio",
+            "min - max",
+            "start to finish",
+            "ratio",
+            "min - max",
+            "target",
+            "met",
+            "RSS MiB",
+        ],
+    )
+    rates = results["rates"]
+    for name in FOLD_SIDES:
+        own = rates[name]
+        row = [name, rate(own["after_startup"]["median"])]
+        if name == "quix-streams":
+            row += ["", "", rate(own["start_to_finish"]["median"]), "", "", "", ""]
+        else:
+            r = results[name]
+            a, s = r["after_startup"], r["start_to_finish"]
+            row += [
+                ratio(a["median"]),
+                f"{ratio(a['min'])} - {ratio(a['max'])}",
+                rate(own["start_to_finish"]["median"]),
+                ratio(s["median"]),
+                f"{ratio(s['min'])} - {ratio(s['max'])}",
+                f">= {r['target']}",
+                "yes" if r["met"] else "NO",
+            ]
+        row.append(f"{own['peak_rss_mib']['median']:.0f}")
+        table.rows.append(row)
+    return table
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.bench_peers", description=__doc__.splitlines()[0]
@@ -185,25 +422,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     store_plan = STORE_QUICK if args.quick else STORE_DEFAULT
+    fold_plan = FOLD_QUICK if args.quick else FOLD_DEFAULT
     if args.rounds:
         store_plan = replace(store_plan, rounds=args.rounds)
+        fold_plan = replace(fold_plan, rounds=args.rounds)
+    if args.part != "store" and not args.database_url.startswith("postgres"):
+        raise SystemExit(
+            "the fold needs PostgreSQL: pass --database-url or run"
+            ' `eval "$(bash scripts/services.sh env)"` first (or use --part store)'
+        )
     started = time.perf_counter()
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="eventsource-peers-", dir=args.sqlite_dir) as directory:
         if args.part in ("store", "all"):
             results["store"] = store_part(store_plan, directory)
+        if args.part in ("fold", "all"):
+            results["fold"] = fold_part(fold_plan, args, directory)
     run = {
         "machine": machine(None),
         "versions": versions(),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "plan": {"store": asdict(store_plan)},
+        "plan": {"store": asdict(store_plan), "fold": asdict(fold_plan)},
         "seconds": round(time.perf_counter() - started, 1),
         "results": results,
     }
     tables = []
     if "store" in results:
         tables.append(store_table(results["store"], store_plan.rounds))
-    render([f"peers: {run['versions']}"], tables)
+    if "fold" in results:
+        tables.append(fold_table(results["fold"], fold_plan))
+    render(
+        [
+            f"machine     {run['machine']['cpu']}, {run['machine']['cores']} cores,"
+            f" {run['machine']['os']}, SQLite {run['machine']['sqlite']}",
+            *(
+                f"{env:<11} " + ", ".join(f"{k} {v}" for k, v in libs.items())
+                for env, libs in run["versions"].items()
+            ),
+        ],
+        tables,
+    )
     if not args.no_save:
         args.save.parent.mkdir(parents=True, exist_ok=True)
         args.save.write_text(json.dumps(run, indent=1) + "\n", encoding="utf-8")

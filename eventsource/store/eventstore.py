@@ -555,9 +555,12 @@ def _postgresql_row(record: StoredEvent) -> dict[str, Any]:
 
 def sqlite_datetime(value: datetime) -> str:
     """`value` as the store's SQLite text: UTC, naive, always with microseconds."""
-    if value.tzinfo is not UTC and value.tzinfo is not None:
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    zone = value.tzinfo
+    if zone is UTC:  # what `trigger` stamps: cut the "+00:00" off
+        return value.isoformat(" ", "microseconds")[:-6]
+    if zone is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(" ", "microseconds")
 
 
 _new_tuple = tuple.__new__

@@ -143,7 +143,7 @@ class EventCodec:
             #    spelled out because it runs for every event read.
             last_text, ids = self._last_metadata
             if metadata != last_text:
-                ids = _decode_metadata(metadata)
+                ids = _decode_metadata(metadata, event_id)
                 self._last_metadata = (metadata, ids)
             fields = event.__dict__
             fields["event_id"] = event_id
@@ -248,7 +248,25 @@ def metadata_ids(text: str) -> tuple[str | None, str | None]:
     )
 
 
-def _decode_metadata(text: str) -> tuple[UUID | None, UUID | None]:
+def _decode_metadata(text: str, event_id: UUID | None = None) -> tuple[UUID | None, UUID | None]:
+    # An event that no other event caused is its own correlation id (see
+    # `Aggregate.trigger`): most events read. Comparing the digits as an
+    # integer is cheaper than building a second UUID of the same value, and
+    # `int(digits, 16)` is what `parse_uuid` (and `UUID()`) would compute.
+    if (
+        event_id is not None
+        and len(text) == 57
+        and text.startswith(_CORRELATION)
+        and text.endswith('"}')
+        and "\\" not in text
+    ):
+        digits = text[19:55].replace("-", "")
+        try:
+            same = len(digits) == 32 and digits.isascii() and int(digits, 16) == event_id.int
+        except ValueError:
+            same = False
+        if same:
+            return event_id, None
     correlation, causation = metadata_ids(text)
     return (
         parse_uuid(correlation) if correlation is not None else None,

@@ -109,3 +109,18 @@ ID_TEXT = (
 @example('{"correlation_id":"\\u0030' + "0" * 31 + '-0000-0000-0000"}')
 def test_the_metadata_column_reads_as_a_json_parser_reads_it(text: str) -> None:
     assert metadata_read(text) == metadata_outcome(text)
+
+
+@given(ID_TEXT, st.booleans())
+@example("\\u0030" + "0" * 31 + "-0000-0000-0000", True)
+@example("+" + "0" * 31 + "-0000-0000-0000", True)
+def test_an_event_that_is_its_own_correlation_reads_the_same(correlation: str, own: bool) -> None:
+    text = json.dumps({"correlation_id": correlation}, separators=(",", ":"))
+    expected = metadata_outcome(text)
+    parsed = isinstance(expected, tuple) and expected[0] is not None
+    event_id = expected[0] if parsed and own else uuid.uuid4()
+    try:
+        read: object = _decode_metadata(text, event_id)
+    except (ValueError, TypeError, AttributeError) as exc:
+        read = ValueError if isinstance(exc, orjson.JSONDecodeError) else type(exc)
+    assert read == expected

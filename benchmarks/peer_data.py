@@ -40,9 +40,9 @@ class StorePlan:
 
 
 STORE_DEFAULT = StorePlan(
-    rounds=9,
+    rounds=15,
     single_saves=200,
-    bulk_saves=3,
+    bulk_saves=5,
     bulk_orders=100,
     events_per_order=10,
     replay_events=10_000,
@@ -53,7 +53,7 @@ STORE_DEFAULT = StorePlan(
 STORE_QUICK = StorePlan(
     rounds=3,
     single_saves=50,
-    bulk_saves=1,
+    bulk_saves=2,
     bulk_orders=100,
     events_per_order=10,
     replay_events=10_000,

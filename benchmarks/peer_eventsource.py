@@ -102,7 +102,10 @@ class Side:
                 [self._full_order(rng) for _ in range(p.bulk_orders)] for _ in range(p.bulk_saves)
             ]
         else:
-            self.prepared = []
+            gets = p.replays if workload == "replay" else p.snapshot_gets
+            self.prepared = [self.stream] * gets
+        gc.collect()
+        gc.freeze()  # the round's data: a collection must not walk it on someone's clock
         return {}
 
     def _full_order(self, rng: random.Random) -> Order:
@@ -114,33 +117,35 @@ class Side:
         order.ship("DHL", f"JD{rng.randrange(10**12):012d}")
         return order
 
-    def run(self, workload: str) -> dict[str, Any]:
-        """One timed round of `workload`; what it stored or loaded, for the check."""
-        repository, store, plan = self.repository, self.store, self.plan
+    def step(self, workload: str, start: int, stop: int) -> dict[str, Any]:
+        """Time items `start` to `stop` of the round's work (saves, or gets)."""
+        repository, store = self.repository, self.store
         assert repository is not None
         assert store is not None
-        assert plan is not None
-        gc.collect()
-        gc.freeze()
-        try:
-            if workload == "single":
-                seconds = timed(lambda: [repository.save(order) for order in self.prepared])
-                units, last = len(self.prepared), self.prepared[-1].id
-            elif workload == "bulk":
-                seconds = timed(lambda: [repository.save(*orders) for orders in self.prepared])
-                units = sum(o.version for orders in self.prepared for o in orders)
-                last = self.prepared[-1][-1].id
-            else:
-                gets = plan.replays if workload == "replay" else plan.snapshot_gets
-                stream = self.stream
-                seconds = timed(lambda: [repository.get(stream) for _ in range(gets)])
-                units, last = gets, stream
-        finally:
-            gc.unfreeze()
+        items = self.prepared[start:stop]
+        if workload == "single":
+            seconds = timed(lambda: [repository.save(order) for order in items])
+            units = len(items)
+        elif workload == "bulk":
+            seconds = timed(lambda: [repository.save(*orders) for orders in items])
+            units = sum(o.version for orders in items for o in orders)
+        else:
+            seconds = timed(lambda: [repository.get(stream) for stream in items])
+            units = len(items)
+        return {"seconds": seconds, "units": units}
+
+    def check(self, workload: str) -> dict[str, Any]:
+        """What the round stored or loaded: the last aggregate's state, the events stored."""
+        repository, store = self.repository, self.store
+        assert repository is not None
+        assert store is not None
+        gc.unfreeze()
+        last = self.prepared[-1]
+        if workload == "bulk":
+            last = last[-1]
+        aggregate_id = last.id if workload in ("single", "bulk") else last
         return {
-            "seconds": seconds,
-            "units": units,
-            "state": state(repository.get(last)),
+            "state": state(repository.get(aggregate_id)),
             "stored": store.head_position(),
         }
 
@@ -160,7 +165,8 @@ def main() -> None:
         {
             "setup": side.setup,
             "prepare": side.prepare,
-            "run": side.run,
+            "step": side.step,
+            "check": side.check,
             "finish": side.finish,
             "close": side.close,
             "versions": lambda: {"library": "eventsource", "pid": os.getpid()},

@@ -56,7 +56,9 @@ def render(run: dict[str, Any]) -> str:
     ours, theirs = versions[".venv"], versions.get(".venv-peers", {})
     lines = [
         f"Saved run `benchmarks/results/peers.json` ({run['when']}): {machine['cpu']},"
-        f" {machine['cores']} cores, {machine['python']}, SQLite {machine['sqlite']};"
+        f" {machine['cores']} cores (load average at the end:"
+        f" {' '.join(str(x) for x in machine['load_average'])}), {machine['python']},"
+        f" SQLite {machine['sqlite']};"
         f" eventsourcing {ours.get('eventsourcing', '-')},"
         f" quix-streams {theirs.get('quixstreams', '-')}."
         " Ratio: eventsource / peer, the median of the per-round ratios;"

@@ -18,7 +18,7 @@ from eventsource.store.eventstore import (
     EventStore,
     insert_on,
     load_snapshot_on,
-    read_stream_on,
+    load_stream_on,
     save_snapshot_on,
 )
 
@@ -147,7 +147,7 @@ class Repository(Generic[A]):
             self._from_snapshot(conn, stream_id, aggregate_id) if self.snapshot_every else None
         )
         after = aggregate.version if aggregate is not None else 0
-        records = read_stream_on(conn, stream_id, after)
+        records = load_stream_on(conn, cls.type_name, aggregate_id, after)
         if aggregate is None:
             if not records:
                 return None

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from eventsource.errors import ConcurrencyError, ConfigurationError, StoreError
 from eventsource.events.base import Event
 from eventsource.events.codec import DEFAULT_MAX_EVENT_BYTES, EventCodec
-from eventsource.events.records import StoredEvent
+from eventsource.events.records import StoredEvent, stream_id_for
 from eventsource.events.registry import EventRegistry
 from eventsource.events.uuids import uuid_from_hex
 from eventsource.settings import Settings, check_context
@@ -405,6 +405,27 @@ def _read_stream_statement(_dialect: str) -> Select[Any]:
     )
 
 
+_STREAM_COLUMNS = (
+    schema.events.c.global_position,
+    schema.events.c.version,
+    schema.events.c.event_type,
+    schema.events.c.schema_version,
+    schema.events.c.event_id,
+    schema.events.c.occurred_at,
+    schema.events.c.payload,
+    schema.events.c.metadata,
+)
+
+
+def _load_stream_statement(_dialect: str) -> Select[Any]:
+    return (
+        select(*_STREAM_COLUMNS)
+        .where(schema.events.c.stream_id == bindparam("stream_id"))
+        .where(schema.events.c.version > bindparam("after_version"))
+        .order_by(schema.events.c.version)
+    )
+
+
 def _load_snapshot_statement(_dialect: str) -> Select[Any]:
     columns = schema.snapshots.c
     return select(columns.version, columns.fingerprint, columns.state).where(
@@ -432,6 +453,48 @@ def read_stream_on(conn: DriverConnection, stream_id: str, after_version: int) -
     statement = compiled(conn.dialect, "read_stream", _read_stream_statement)
     rows = conn.fetchall(statement, {"stream_id": stream_id, "after_version": after_version})
     return [_record(row) for row in rows]
+
+
+def load_stream_on(
+    conn: DriverConnection, aggregate_type: str, aggregate_id: str, after_version: int
+) -> list[StoredEvent]:
+    """One aggregate's records above `after_version`, in order, in `conn`'s transaction.
+
+    What `read_stream_on` returns for the aggregate's stream, read for loading
+    it: the stream id, aggregate id and type are the aggregate's own, not read
+    back for every row, and each row becomes a record in this one loop.
+    """
+    stream_id = stream_id_for(aggregate_type, aggregate_id)
+    statement = compiled(conn.dialect, "load_stream", _load_stream_statement)
+    rows = conn.fetchall(statement, {"stream_id": stream_id, "after_version": after_version})
+    records: list[StoredEvent] = []
+    append = records.append
+    for position, version, event_type, schema_version, raw_id, raw_time, payload, meta in rows:
+        event_id = raw_id  # as in `_record`
+        if not isinstance(raw_id, UUID):
+            event_id = uuid_from_hex(raw_id) if len(raw_id) == 32 else UUID(raw_id)
+        occurred_at = raw_time
+        if isinstance(raw_time, str):
+            occurred_at = datetime.fromisoformat(raw_time + "+00:00")
+        elif raw_time.tzinfo is None:
+            occurred_at = raw_time.replace(tzinfo=UTC)
+        elif raw_time.tzinfo is not UTC:
+            occurred_at = raw_time.astimezone(UTC)
+        record = (
+            position,
+            stream_id,
+            aggregate_id,
+            aggregate_type,
+            version,
+            event_type,
+            schema_version,
+            event_id,
+            occurred_at,
+            payload,
+            meta,
+        )
+        append(_new_tuple(StoredEvent, record))
+    return records
 
 
 def load_snapshot_on(conn: DriverConnection, stream_id: str) -> tuple[int, str, str] | None:

@@ -22,6 +22,8 @@ from eventsource.store.eventstore import (
     _insert_statement,
     _read_stream_statement,
     insert_on,
+    load_stream_on,
+    read_stream_on,
     sqlite_datetime,
 )
 from tests.conftest import PostgresDatabases
@@ -127,6 +129,19 @@ def test_appended_rows_read_back_through_sqlalchemy_as_written(store: EventStore
     assert store.read_stream("driver_note:s-1") == [
         r._replace(position=p) for r, p in zip(records, positions, strict=True)
     ]
+
+
+def test_loading_an_aggregates_stream_reads_what_read_stream_reads(store: EventStore) -> None:
+    note = DriverNote("n-1")
+    for text in ("a", "b", "c"):
+        note.trigger(DriverNoted(text=text))
+    Repository(store, DriverNote).save(note)
+    with driver_transaction(store.engine, write=False) as conn:
+        for after in (0, 1, 3):
+            loaded = load_stream_on(conn, "driver_note", "n-1", after)
+            assert loaded == read_stream_on(conn, "driver_note:n-1", after)
+        assert len(load_stream_on(conn, "driver_note", "n-1", 0)) == 3
+        assert load_stream_on(conn, "driver_note", "n-2", 0) == []
 
 
 def test_a_failed_driver_transaction_rolls_back_with_sqlalchemys_error(store: EventStore) -> None:

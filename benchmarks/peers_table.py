@@ -29,7 +29,12 @@ _STORE_ROWS = {
     "replay": "`get` of a 10,000-event stream, no snapshots",
     "snapshot": "`get` with snapshots every 100, 99 events after the latest (worst case)",
 }
-_FOLD_ROWS = {"sqlite": "into SQLite", "postgresql": "into PostgreSQL"}
+_FOLD_ROWS = {
+    "sqlite": "into SQLite",
+    "postgresql": "into PostgreSQL",
+    "sqlite-tuned": "into SQLite, `EVENTSOURCE_TUNE_INTERPRETER`",
+    "postgresql-tuned": "into PostgreSQL, `EVENTSOURCE_TUNE_INTERPRETER`",
+}
 _MEASURES = {"after_startup": "after start-up", "start_to_finish": "start to finish"}
 
 
@@ -101,6 +106,8 @@ def _fold(fold: dict[str, Any], plan: dict[str, Any]) -> list[str]:
     ]
     quix = rates["quix-streams"]
     for name, label in _FOLD_ROWS.items():
+        if name not in fold:
+            continue
         own, r = rates[name], fold[name]
         for measure, when in _MEASURES.items():
             ratio = r[measure]

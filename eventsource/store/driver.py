@@ -11,9 +11,11 @@ takes them, and a transaction is the pooled DBAPI connection itself.
 
 Engine-level `*_execute` event listeners do not see these statements; the
 pool's own events (connect, checkout, checkin) still run, so SQLite
-connections get their pragmas. A driver error is raised as SQLAlchemy's
-`DBAPIError` subclass (`IntegrityError`, ...), and a connection that died is
-invalidated rather than returned to the pool.
+connections get their pragmas. A driver error is raised as the engine's own
+statements raise it (`store/translate.py`): `StoreUnavailable` or
+`StoreError` where translated, else SQLAlchemy's `DBAPIError` subclass
+(`IntegrityError`, ...); a connection that died is invalidated rather than
+returned to the pool.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
+
+from eventsource.errors import StoreError, StoreUnavailable
+from eventsource.store import translate
 
 
 class Compiled:
@@ -78,17 +83,18 @@ def _compile(statement: ClauseElement, dialect: Dialect) -> Compiled:
 class DriverConnection:
     """A DBAPI connection in a transaction, with the dialect that names its SQL."""
 
-    __slots__ = ("dbapi", "dialect", "is_sqlite")
+    __slots__ = ("dbapi", "dialect", "engine", "is_sqlite")
 
-    def __init__(self, dbapi: Any, dialect: Dialect) -> None:
+    def __init__(self, dbapi: Any, dialect: Dialect, engine: Engine) -> None:
         self.dbapi = dbapi
         self.dialect = dialect
+        self.engine = engine
         self.is_sqlite = dialect.name == "sqlite"
 
     @classmethod
     def of(cls, connection: Connection) -> DriverConnection:
         """The driver's connection under a SQLAlchemy `Connection` (and its transaction)."""
-        return cls(connection.connection.dbapi_connection, connection.dialect)
+        return cls(connection.connection.dbapi_connection, connection.dialect, connection.engine)
 
     def fetchall(self, statement: Compiled, values: Mapping[str, Any]) -> list[Any]:
         """The driver's rows (tuples) of one statement."""
@@ -109,7 +115,7 @@ class DriverConnection:
                 cursor.execute(sql, parameters)
             return cursor.fetchall() if fetch else []
         except self.dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(sql, None, exc, self.dialect.loaded_dbapi.Error) from exc
+            raise _error(self.engine, sql, exc, self.dbapi) from exc
         finally:
             cursor.close()
 
@@ -125,19 +131,20 @@ def driver_transaction(engine: Engine, *, write: bool) -> Iterator[DriverConnect
     """
     fairy = engine.raw_connection()
     dbapi: Any = fairy.dbapi_connection
-    dialect = engine.dialect
-    error = dialect.loaded_dbapi.Error
     try:
         try:
-            if dialect.name == "sqlite":
+            if engine.dialect.name == "sqlite":
                 dbapi.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-            yield DriverConnection(dbapi, dialect)
+            yield DriverConnection(dbapi, engine.dialect, engine)
             dbapi.commit()
-        except error as exc:  # BEGIN or COMMIT
-            _end(fairy, dialect, exc)
-            raise DBAPIError.instance(None, None, exc, error) from exc
-        except DBAPIError as exc:  # a statement
-            _end(fairy, dialect, exc.orig)
+        except engine.dialect.loaded_dbapi.Error as exc:  # BEGIN or COMMIT
+            _rollback(dbapi)
+            error = _error(engine, None, exc, dbapi)
+            _invalidate_if_lost(fairy, error)
+            raise error from exc
+        except (DBAPIError, StoreError) as exc:  # a statement
+            _rollback(dbapi)
+            _invalidate_if_lost(fairy, exc)
             raise
         except BaseException:
             _rollback(dbapi)
@@ -146,13 +153,25 @@ def driver_transaction(engine: Engine, *, write: bool) -> Iterator[DriverConnect
         fairy.close()
 
 
-def _end(fairy: Any, dialect: Dialect, exc: BaseException | None) -> None:
-    """Roll back after a driver error; a connection that died leaves the pool."""
-    _rollback(fairy.dbapi_connection)
-    if isinstance(exc, dialect.loaded_dbapi.Error) and dialect.is_disconnect(
-        exc, fairy.dbapi_connection, None
-    ):
-        fairy.invalidate(exc)
+def _error(engine: Engine, sql: str | None, exc: Exception, dbapi: Any) -> Exception:
+    """The error the engine's own statements raise for `exc`: our kind if
+    `translate` knows it (a lost connection is `StoreUnavailable`), else
+    SQLAlchemy's wrapper (`IntegrityError`, ...)."""
+    dialect = engine.dialect
+    lost = dialect.is_disconnect(exc, dbapi, None)  # type: ignore[arg-type]  # a DBAPI Error
+    wrapped = DBAPIError.instance(
+        sql, None, exc, dialect.loaded_dbapi.Error, connection_invalidated=lost
+    )
+    where = engine.url.render_as_string(hide_password=True)
+    ours = translate.located(where, exc, wrapped, is_disconnect=lost)
+    return ours if ours is not None else wrapped
+
+
+def _invalidate_if_lost(fairy: Any, error: BaseException) -> None:
+    """A connection that died leaves the pool instead of failing its next user."""
+    lost = isinstance(error, DBAPIError) and error.connection_invalidated
+    if lost or isinstance(error, StoreUnavailable):
+        fairy.invalidate(error)
 
 
 def _rollback(dbapi: Any) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import psycopg
 from sqlalchemy.exc import IntegrityError
 
 from eventsource import Aggregate, Event, Repository, StoreError, on
+from eventsource.errors import StoreUnavailable
 from eventsource.events import StoredEvent
 from eventsource.store import EventStore, schema
 from eventsource.store.driver import compiled, driver_transaction
@@ -211,9 +212,24 @@ def test_a_connection_killed_under_the_store_is_replaced(
             ).scalar_one()
         assert killed >= 1
         note.trigger(DriverNoted(text="b"))
-        with pytest.raises(StoreError):
+        with pytest.raises(StoreUnavailable):  # passing: a retry succeeds
             repository.save(note)  # on the pooled connection that was killed
         repository.save(note)  # a new connection: the dead one left the pool
         assert repository.get("n-1").texts == ["a", "b"]
+    finally:
+        store.close()
+
+
+def test_a_store_without_its_tables_fails_for_good_naming_the_database(tmp_path) -> None:
+    store = EventStore(f"sqlite:///{tmp_path / 'bare.db'}", context="test")  # no create_schema
+    note = DriverNote("n-1")
+    note.trigger(DriverNoted(text="a"))
+    try:
+        with pytest.raises(StoreError, match="no such table") as saving:
+            Repository(store, DriverNote).save(note)
+        assert not isinstance(saving.value, StoreUnavailable)
+        assert "bare.db" in str(saving.value)
+        with pytest.raises(StoreError, match="no such table"):
+            Repository(store, DriverNote).get("n-1")
     finally:
         store.close()

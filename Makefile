@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test install services check lint typecheck pytest clean
+.PHONY: demo test install services check lint typecheck pytest clean peers bench-peers
 
 ## Run the sample app on the embedded default (SQLite, no servers).
 demo: install
@@ -41,5 +41,22 @@ pytest: install
 	if [ -n '$(PYTEST_ARGS)' ]; then $(PY) -m pytest $(PYTEST_ARGS); else \
 	$(PY) -m pytest -n 2 --dist loadfile -m "not serial" && $(PY) -m pytest -m serial; fi
 
+## The peer benchmark's environments: `eventsourcing` into .venv (the `peers`
+## extra), quix-streams into .venv-peers (it pins older confluent-kafka and pydantic).
+peers: install $(VENV)/.peers .venv-peers/.installed
+
+$(VENV)/.peers: pyproject.toml
+	$(PY) -m pip install -q -e ".[dev,peers]"
+	touch $@
+
+.venv-peers/.installed: benchmarks/peers/requirements.txt
+	$(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/python -m pip install -q -r benchmarks/peers/requirements.txt
+	touch $@
+
+## Run it (Kafka and PostgreSQL for the fold part) and save the run under benchmarks/results/.
+bench-peers: peers services
+	eval "$$(bash scripts/services.sh env)" && $(PY) -m benchmarks.bench_peers
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-peers .pytest_cache .mypy_cache .ruff_cache

@@ -13,8 +13,14 @@ from eventsource.aggregates.base import Aggregate, check_id
 from eventsource.errors import AggregateNotFound, ConfigurationError, StoreError
 from eventsource.events.base import Event
 from eventsource.events.records import StoredEvent, stream_id_for
-from eventsource.store.engine import read_transaction
-from eventsource.store.eventstore import EventStore
+from eventsource.store.driver import DriverConnection, driver_transaction
+from eventsource.store.eventstore import (
+    EventStore,
+    insert_on,
+    load_snapshot_on,
+    load_stream_on,
+    save_snapshot_on,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +68,15 @@ class Repository(Generic[A]):
     def find(self, aggregate_id: str, *, connection: Connection | None = None) -> A | None:
         """Like `get`, but None when the aggregate has no events."""
         check_id(aggregate_id)
-        if connection is not None:
-            return self._load(connection, aggregate_id)
-        with read_transaction(self.store.engine) as conn:
-            return self._load(conn, aggregate_id)
+        try:
+            if connection is not None:
+                return self._load(DriverConnection.of(connection), aggregate_id)
+            with driver_transaction(self.store.engine, write=False) as conn:
+                return self._load(conn, aggregate_id)
+        except DBAPIError as exc:
+            raise StoreError(
+                f"reading {aggregate_id!r} from {self.store!r} failed: {exc.orig}"
+            ) from exc
 
     def exists(self, aggregate_id: str) -> bool:
         """Whether the aggregate has any events."""
@@ -86,12 +97,13 @@ class Repository(Generic[A]):
             return 0
         records = [self.store.codec.encode(event) for event in events]
         if connection is not None:
-            position = self._write(connection, pending, records)
+            position = self._write(DriverConnection.of(connection), pending, records)
         else:
             try:
-                # Only appends (and a snapshot after them): the events table's
-                # trigger takes the appenders' lock before any row is written.
-                with self.store.transaction(lock_first=False) as conn:
+                # Only appends (and a snapshot after them): BEGIN IMMEDIATE on
+                # SQLite, and on PostgreSQL the events table's trigger takes the
+                # appenders' lock before any row is written.
+                with driver_transaction(self.store.engine, write=True) as conn:
                     position = self._write(conn, pending, records)
             except IntegrityError as exc:
                 raise self.store.conflict_error(records, exc) from exc
@@ -105,11 +117,11 @@ class Repository(Generic[A]):
 
     def _write(
         self,
-        conn: Connection,
+        conn: DriverConnection,
         pending: list[tuple[A, list[Event]]],
         records: list[StoredEvent],
     ) -> int:
-        positions = self.store.append_records(records, connection=conn)
+        positions = insert_on(conn, records)
         every = self.snapshot_every
         if every:
             for aggregate, batch in pending:
@@ -117,9 +129,9 @@ class Repository(Generic[A]):
                     self._snapshot(conn, aggregate)
         return positions[-1]
 
-    def _snapshot(self, conn: Connection, aggregate: Aggregate) -> None:
+    def _snapshot(self, conn: DriverConnection, aggregate: Aggregate) -> None:
         cls = type(aggregate)
-        self.store.save_snapshot(
+        save_snapshot_on(
             conn,
             stream_id=stream_id_for(cls.type_name, aggregate.id),
             aggregate_type=cls.type_name,
@@ -128,14 +140,14 @@ class Repository(Generic[A]):
             state=snapshots.take(aggregate),
         )
 
-    def _load(self, conn: Connection, aggregate_id: str) -> A | None:
+    def _load(self, conn: DriverConnection, aggregate_id: str) -> A | None:
         cls = self.aggregate
         stream_id = stream_id_for(cls.type_name, aggregate_id)
         aggregate = (
             self._from_snapshot(conn, stream_id, aggregate_id) if self.snapshot_every else None
         )
         after = aggregate.version if aggregate is not None else 0
-        records = self.store.read_stream(stream_id, after_version=after, connection=conn)
+        records = load_stream_on(conn, cls.type_name, aggregate_id, after)
         if aggregate is None:
             if not records:
                 return None
@@ -144,8 +156,8 @@ class Repository(Generic[A]):
         aggregate._apply_history(decode(record) for record in records)
         return aggregate
 
-    def _from_snapshot(self, conn: Connection, stream_id: str, aggregate_id: str) -> A | None:
-        found = self.store.load_snapshot(stream_id, connection=conn)
+    def _from_snapshot(self, conn: DriverConnection, stream_id: str, aggregate_id: str) -> A | None:
+        found = load_snapshot_on(conn, stream_id)
         if found is None:
             return None
         version, fingerprint, state = found

@@ -11,11 +11,12 @@ import pydantic_core
 
 from eventsource.errors import DecodeError, EncodeError, EventTooLarge, UnknownEventType
 from eventsource.events.base import METADATA_FIELDS, Event
-from eventsource.events.records import StoredEvent, stream_id_for
+from eventsource.events.records import StoredEvent
 from eventsource.events.registry import EventRegistry, default_registry
 from eventsource.events.uuids import parse_uuid
 
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+_new_tuple = tuple.__new__
 _EXCLUDE: set[str] = set(METADATA_FIELDS)
 
 
@@ -43,38 +44,50 @@ class EventCodec:
 
     def encode(self, event: Event) -> StoredEvent:
         """The stored form of an event that an aggregate has triggered."""
-        if not event.is_recorded or not event.aggregate_id:
+        # This runs for every event saved: the fields are read from the
+        # event's __dict__ once, and the record is built as the tuple itself.
+        fields = event.__dict__
+        aggregate_id = fields["aggregate_id"]
+        aggregate_type = fields["aggregate_type"]
+        version = fields["version"]
+        cls = type(event)
+        if version <= 0 or not aggregate_id:
             raise EncodeError(
-                f"{event.event_type} has no aggregate metadata; events are stored by"
+                f"{cls.event_type} has no aggregate metadata; events are stored by"
                 " triggering them on an aggregate and saving it through a Repository"
             )
-        stream_id = stream_id_for(event.aggregate_type, event.aggregate_id)
+        stream_id = f"{aggregate_type}:{aggregate_id}"  # `stream_id_for`, inlined
         try:
-            payload = event.model_dump_json(exclude=_EXCLUDE)
+            # The class's serializer directly: `model_dump_json` adds a Python-level call.
+            payload = cls.__pydantic_serializer__.to_json(event, exclude=_EXCLUDE).decode()
         except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
             raise EncodeError(
-                f"cannot serialise {event.event_type} for stream {stream_id!r}: {exc}"
+                f"cannot serialise {cls.event_type} for stream {stream_id!r}: {exc}"
             ) from exc
-        size = _utf8_size(payload)
-        if size > self.max_event_bytes:
-            raise EventTooLarge(
-                event_type=event.event_type,
-                stream_id=stream_id,
-                size=size,
-                limit=self.max_event_bytes,
-            )
-        return StoredEvent(
-            position=event.position,
-            stream_id=stream_id,
-            aggregate_id=event.aggregate_id,
-            aggregate_type=event.aggregate_type,
-            version=event.version,
-            event_type=event.event_type,
-            schema_version=type(event).schema_version,
-            event_id=event.event_id,
-            occurred_at=event.occurred_at,
-            payload=payload,
-            metadata=_encode_metadata(event),
+        if not payload.isascii() or len(payload) > self.max_event_bytes:
+            size = _utf8_size(payload)
+            if size > self.max_event_bytes:
+                raise EventTooLarge(
+                    event_type=cls.event_type,
+                    stream_id=stream_id,
+                    size=size,
+                    limit=self.max_event_bytes,
+                )
+        return _new_tuple(
+            StoredEvent,
+            (
+                fields["position"],
+                stream_id,
+                aggregate_id,
+                aggregate_type,
+                version,
+                cls.event_type,
+                cls.schema_version,
+                fields["event_id"],
+                fields["occurred_at"],
+                payload,
+                _encode_metadata(fields["correlation_id"], fields["causation_id"]),
+            ),
         )
 
     def decode(self, record: StoredEvent) -> Event:
@@ -130,7 +143,7 @@ class EventCodec:
             #    spelled out because it runs for every event read.
             last_text, ids = self._last_metadata
             if metadata != last_text:
-                ids = _decode_metadata(metadata)
+                ids = _decode_metadata(metadata, event_id)
                 self._last_metadata = (metadata, ids)
             fields = event.__dict__
             fields["event_id"] = event_id
@@ -195,14 +208,17 @@ def _utf8_size(text: str) -> int:
     return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
 
 
-def _encode_metadata(event: Event) -> str:
+def _encode_metadata(correlation_id: UUID | None, causation_id: UUID | None) -> str:
     # orjson writes a UUID in the same canonical form as str(uuid), without
     # the Python-level formatting; `default=str` covers anything else.
+    if causation_id is None:
+        if correlation_id is None:
+            return "{}"
+        return orjson.dumps({"correlation_id": correlation_id}, default=str).decode()
     meta: dict[str, UUID] = {}
-    if event.correlation_id is not None:
-        meta["correlation_id"] = event.correlation_id
-    if event.causation_id is not None:
-        meta["causation_id"] = event.causation_id
+    if correlation_id is not None:
+        meta["correlation_id"] = correlation_id
+    meta["causation_id"] = causation_id
     return orjson.dumps(meta, default=str).decode()
 
 
@@ -232,7 +248,25 @@ def metadata_ids(text: str) -> tuple[str | None, str | None]:
     )
 
 
-def _decode_metadata(text: str) -> tuple[UUID | None, UUID | None]:
+def _decode_metadata(text: str, event_id: UUID | None = None) -> tuple[UUID | None, UUID | None]:
+    # An event that no other event caused is its own correlation id (see
+    # `Aggregate.trigger`): most events read. Comparing the digits as an
+    # integer is cheaper than building a second UUID of the same value, and
+    # `int(digits, 16)` is what `parse_uuid` (and `UUID()`) would compute.
+    if (
+        event_id is not None
+        and len(text) == 57
+        and text.startswith(_CORRELATION)
+        and text.endswith('"}')
+        and "\\" not in text
+    ):
+        digits = text[19:55].replace("-", "")
+        try:
+            same = len(digits) == 32 and digits.isascii() and int(digits, 16) == event_id.int
+        except ValueError:
+            same = False
+        if same:
+            return event_id, None
     correlation, causation = metadata_ids(text)
     return (
         parse_uuid(correlation) if correlation is not None else None,

@@ -75,15 +75,35 @@ def install(engine: Engine) -> None:
 
     @event.listens_for(engine, "handle_error")
     def _translate(context: ExceptionContext) -> BaseException | None:
-        if context.is_disconnect:
-            error: StoreError | None = StoreUnavailable(_first_line(context.original_exception))
-        else:
-            error = translate(context.sqlalchemy_exception or context.original_exception)
-        if error is None:
-            return None
-        located = type(error)(f"{where}: {error}{_hint(str(error))}")
-        located.__cause__ = context.sqlalchemy_exception or context.original_exception
-        return located
+        return located(
+            where,
+            context.original_exception,
+            context.sqlalchemy_exception,
+            is_disconnect=context.is_disconnect,
+        )
+
+
+def located(
+    where: str,
+    original: BaseException,
+    wrapped: BaseException | None,
+    *,
+    is_disconnect: bool,
+) -> StoreError | None:
+    """Our kind of a failed statement's error, naming the database, or None.
+
+    What the engine's hook raises; statements run on the driver's own
+    connection (`store/driver.py`) raise the same.
+    """
+    if is_disconnect:
+        error: StoreError | None = StoreUnavailable(_first_line(original))
+    else:
+        error = translate(wrapped or original)
+    if error is None:
+        return None
+    result = type(error)(f"{where}: {error}{_hint(str(error))}")
+    result.__cause__ = wrapped or original
+    return result
 
 
 _HINTS = (

@@ -4,6 +4,7 @@ does; the metadata column reads as a JSON parser would read it."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import orjson
@@ -11,7 +12,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from eventsource.events.codec import _decode_metadata
-from eventsource.events.uuids import parse_uuid, parse_uuid_bytes, uuid_from_hex
+from eventsource.events.uuids import parse_uuid, parse_uuid_bytes, uuid7, uuid_from_hex
 
 HEX = "0123456789abcdefABCDEF"
 
@@ -109,3 +110,44 @@ ID_TEXT = (
 @example('{"correlation_id":"\\u0030' + "0" * 31 + '-0000-0000-0000"}')
 def test_the_metadata_column_reads_as_a_json_parser_reads_it(text: str) -> None:
     assert metadata_read(text) == metadata_outcome(text)
+
+
+@given(ID_TEXT, st.booleans())
+@example("\\u0030" + "0" * 31 + "-0000-0000-0000", True)
+@example("+" + "0" * 31 + "-0000-0000-0000", True)
+def test_an_event_that_is_its_own_correlation_reads_the_same(correlation: str, own: bool) -> None:
+    text = json.dumps({"correlation_id": correlation}, separators=(",", ":"))
+    expected = metadata_outcome(text)
+    parsed = isinstance(expected, tuple) and expected[0] is not None
+    event_id = expected[0] if parsed and own else uuid.uuid4()
+    try:
+        read: object = _decode_metadata(text, event_id)
+    except (ValueError, TypeError, AttributeError) as exc:
+        read = ValueError if isinstance(exc, orjson.JSONDecodeError) else type(exc)
+    assert read == expected
+
+
+def test_new_event_ids_are_version_7_and_carry_the_time_they_were_made() -> None:
+    before = time.time_ns() // 1_000_000
+    made = uuid7()
+    after = time.time_ns() // 1_000_000
+    assert made.version == 7
+    assert made.variant == uuid.RFC_4122
+    assert before <= made.int >> 80 <= after
+    assert uuid.UUID(str(made)) == made
+    assert made.is_safe == uuid.SafeUUID.unknown
+
+
+def test_new_event_ids_are_unique_and_grow_from_one_millisecond_to_the_next() -> None:
+    ids = []
+    for _ in range(5):
+        ids += [uuid7() for _ in range(2000)]
+        time.sleep(0.002)
+    assert len(set(ids)) == len(ids)
+    stamps = [u.int >> 80 for u in ids]
+    assert stamps == sorted(stamps)
+    by_millisecond: dict[int, list[uuid.UUID]] = {}
+    for u in ids:
+        by_millisecond.setdefault(u.int >> 80, []).append(u)
+    firsts = [min(group) for _, group in sorted(by_millisecond.items())]
+    assert firsts == sorted(firsts)

@@ -2,8 +2,8 @@
 
 A scenario is one bounded context's worker process in miniature: its
 consumers run in real `Worker`s over the embedded log (event stores made
-from the events the test gives), write to the context's own database (an
-in-memory SQLite one unless the test passes a store), and are run, one after
+from the events the test gives), write to the context's own database (a
+temporary SQLite file unless the test passes a store), and are run, one after
 the other, until none of them has anything left to apply. What is tested is
 the code that runs in production: decoding, handlers, the view's batching,
 positions, a reactor's transaction and its deadlines.
@@ -12,10 +12,12 @@ positions, a reactor's transaction and its deadlines.
 from __future__ import annotations
 
 import logging
+import tempfile
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from uuid import UUID
@@ -85,8 +87,9 @@ class ConsumerScenario:
     write and whose aggregates a reactor saves (required with a reactor);
     `store` is that context's store, when the test provides one (a
     PostgreSQL database, say; the scenario does not close it). Events of
-    other contexts travel in in-memory SQLite stores, as the embedded log
-    reads them.
+    other contexts travel in stores of their own, temporary SQLite files
+    that the embedded log reads; `close()` (or the scenario's garbage
+    collection) removes them.
     """
 
     def __init__(
@@ -109,10 +112,12 @@ class ConsumerScenario:
         self.context = _own_context(subject, classes, context, store)
         self.stores: dict[str, EventStore] = {}
         self._owned: list[EventStore] = []
-        # Whatever happens below, the databases made here are closed once the
-        # scenario is gone: tests rarely close what they did not open.
-        self._finalizer = weakref.finalize(self, _close_all, self._owned)
-        self.store = store if store is not None else self._memory_store(self.context, full=True)
+        self._folder = tempfile.TemporaryDirectory(prefix="eventsource-scenario-")
+        # Whatever happens below, the databases made here are closed and
+        # removed once the scenario is gone: tests rarely close what they did
+        # not open.
+        self._finalizer = weakref.finalize(self, _close_all, self._owned, self._folder)
+        self.store = store if store is not None else self._new_store(self.context, full=True)
         self.stores[self.context] = self.store
         self._topics = [split_topic(t) for cls in classes for t in cls.topics]
         for topic_context, _ in self._topics:
@@ -120,6 +125,10 @@ class ConsumerScenario:
         self.workers = [self._worker(cls) for cls in classes]
         self._mark = 0
         self._given: set[UUID] = set()
+        # Started before anything happens, as a deployed worker is: a consumer
+        # that starts at the end of the log (`start_at = "end"`) sees the events
+        # given, and only history given as such would be skipped.
+        self.run()
         self.when(*streams)
 
     # -- life ------------------------------------------------------------------
@@ -298,12 +307,17 @@ class ConsumerScenario:
     def _store_of(self, context: str) -> EventStore:
         found = self.stores.get(context)
         if found is None:
-            found = self.stores[context] = self._memory_store(context, full=False)
+            found = self.stores[context] = self._new_store(context, full=False)
         return found
 
-    def _memory_store(self, context: str, *, full: bool) -> EventStore:
-        """An in-memory store; `full`: with the runtime's tables too (our own context)."""
-        store = EventStore("sqlite://", context=context)
+    def _new_store(self, context: str, *, full: bool) -> EventStore:
+        """A store in a file of the scenario's folder; `full`: with the runtime's
+        tables too (our own context's)."""
+        # A file, as in production: every connection is its own, with SQLite's
+        # own isolation between them (an in-memory database is one connection
+        # shared by all). Durability on power loss is no concern of a test.
+        path = Path(self._folder.name) / f"{context}.db"
+        store = EventStore(f"sqlite:///{path}", context=context, sqlite_synchronous="OFF")
         self._owned.append(store)
         store.create_schema(*(() if full else ("store",)))
         return store
@@ -424,7 +438,8 @@ def _own_context(
     return DEFAULT_CONTEXT
 
 
-def _close_all(stores: list[EventStore]) -> None:
+def _close_all(stores: list[EventStore], folder: tempfile.TemporaryDirectory[str]) -> None:
     for store in stores:
         store.close()
     stores.clear()
+    folder.cleanup()

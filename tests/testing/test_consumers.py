@@ -6,9 +6,10 @@ import gc
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, select
+from sqlalchemy import select
 
 from eventsource import EventStore, Repository
 from eventsource.errors import ConfigurationError, PoisonEvent
@@ -244,15 +245,25 @@ def test_a_reactor_runs_on_a_store_the_test_provides(
         given(FreezeOverdrawn, store=store, context="shop")
 
 
-def test_the_scenarios_databases_are_closed_when_it_is_gone() -> None:
+def test_the_scenarios_databases_are_removed_when_it_is_gone() -> None:
     scenario = given(Balances, stream(Account, "acc-1", opened()))
-    stores = list(scenario.stores.values())
-    pools = [s.engine.pool for s in stores]
+    files = [Path(str(s.engine.url.database)) for s in scenario.stores.values()]
+    assert len(files) == 2
+    assert all(f.exists() for f in files)
     del scenario
     gc.collect()
-    # Disposed: a new connection finds a new, empty in-memory database.
-    assert all(s.engine.pool is not pool for s, pool in zip(stores, pools, strict=True))
-    for store in stores:
-        with store.engine.connect() as conn:
-            assert inspect(conn).get_table_names() == []
-        store.close()
+    assert not any(f.exists() or f.parent.exists() for f in files)
+    closed = given(Balances, stream(Account, "acc-1", opened()))
+    closed.close()
+    assert not any(Path(str(s.engine.url.database)).exists() for s in closed.stores.values())
+
+
+def test_a_reactor_that_starts_at_the_end_of_the_log_sees_the_given_events() -> None:
+    class FreezeFromNowOn(FreezeOverdrawn):
+        name = "bank.freeze_from_now_on"
+        start_at = "end"
+
+    scenario = given(
+        FreezeFromNowOn, stream(Account, "acc-1", opened(), withdraw("1")), context="bank"
+    )
+    assert [d.key for d in scenario.scheduled()] == ["acc-1"]

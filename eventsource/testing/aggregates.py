@@ -93,7 +93,14 @@ class AggregateScenario(Generic[A]):
 
 
 class AggregateOutcome(Generic[A]):
-    """What a command did: the events it recorded, or the error it raised."""
+    """What a command did: the events it recorded, or the error it raised.
+
+    ::
+
+        outcome = given(Order, placed, id="o-1").when(lambda order: order.cancel("late"))
+        outcome.then(OrderCancelled(reason="late"))     # or outcome.then_raises(OrderError)
+        assert outcome.events[0].aggregate_id == "o-1"  # recorded, with metadata
+    """
 
     def __init__(self, aggregate: A, codec: EventCodec, *, error: Exception | None = None) -> None:
         self.aggregate = aggregate

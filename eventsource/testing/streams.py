@@ -15,7 +15,10 @@ from eventsource.events.records import stream_id_for
 
 @dataclass(frozen=True)
 class Stream:
-    """Events of one aggregate, in order; built by `stream()`."""
+    """Events of one aggregate, in order; built by `stream()`::
+
+    stream(Order, "o-1", OrderPlaced(customer_id="c-1", total=Decimal("10")))
+    """
 
     aggregate_type: str
     aggregate_id: str

@@ -45,7 +45,11 @@ class LogUnderTest(ABC):
     The contract records events in `store` (aggregate types `order` and
     `customer`: topics `<context>.order` and `<context>.customer`), calls
     `publish()`, then reads them back through consumers from
-    `make_consumer()`.
+    `make_consumer()`::
+
+        class MyLog(LogUnderTest):
+            def make_consumer(self) -> LogConsumer:
+                return MyLogConsumer(self.store.context)
     """
 
     def __init__(self, store: EventStore) -> None:
@@ -129,8 +133,16 @@ def _largest(messages: Sequence[LogMessage]) -> tuple[TopicPartition, list[LogMe
 
 
 class LogConsumerContract:
-    """The tests every `LogConsumer` must pass; subclass it as `Test...` and
-    provide the `log_under_test` fixture."""
+    """The tests every `LogConsumer` must pass.
+
+    Subclass it as `Test...` and provide the `log_under_test` fixture::
+
+        class TestMyLog(LogConsumerContract):
+            @pytest.fixture
+            def log_under_test(self, event_store_factory):
+                with MyLog(event_store_factory(context="shop")) as log:
+                    yield log
+    """
 
     @pytest.fixture
     def log_under_test(self) -> LogUnderTest:

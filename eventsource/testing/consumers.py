@@ -125,9 +125,9 @@ class ConsumerScenario:
         self.workers = [self._worker(cls) for cls in classes]
         self._mark = 0
         self._given: set[UUID] = set()
-        # Started before anything happens, as a deployed worker is: a consumer
-        # that starts at the end of the log (`start_at = "end"`) sees the events
-        # given, and only history given as such would be skipped.
+        # Started before the given events happen, as a deployed worker runs
+        # before what it reads: one that starts at the end of the log
+        # (`start_at = "end"`) sees them too.
         self.run()
         self.when(*streams)
 
@@ -433,7 +433,7 @@ def _own_context(
     if reactors:
         raise ConfigurationError(
             f"{', '.join(reactors)} saves aggregates of its own bounded context: name it,"
-            f' as in given({subject.__name__}, ..., context="shipping")'
+            f' as in given({subject.__name__}, ..., context="<its context>")'
         )
     return DEFAULT_CONTEXT
 

@@ -1,13 +1,13 @@
-"""The `LogConsumer` contract, written once and run on every log backend: the
-embedded SQL log (SQLite and PostgreSQL stores) and Kafka (the store relayed
-first). Then what only Kafka can do wrong: duplicates, foreign messages and
-transactions produced by hand onto the topic."""
+"""The `LogConsumer` contract (shipped in `eventsource.testing.contracts`), run on
+every log backend: the embedded SQL log (SQLite and PostgreSQL stores) and
+Kafka (the store relayed first). Then what only one backend can do wrong:
+for Kafka, duplicates, foreign messages and transactions produced by hand
+onto the topic."""
 
 from __future__ import annotations
 
-import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator
 
 import pytest
 from confluent_kafka import Consumer, Producer
@@ -16,13 +16,20 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from eventsource import EventStore, Repository
 from eventsource.bus import wire
 from eventsource.bus.admin import TopicAdmin
-from eventsource.bus.base import LogConsumer, LogMessage, StartAt, TopicPartition
+from eventsource.bus.base import LogConsumer, StartAt, TopicPartition
 from eventsource.bus.config import KafkaConfig
 from eventsource.bus.kafka import KafkaLogConsumer
 from eventsource.bus.relay import Relay
 from eventsource.bus.sqllog import SqlLogConsumer
 from eventsource.errors import ConfigurationError, DecodeError, UnknownEventType
-from tests.bus.model import BusOrder, populate, read_all, read_committed, topic_partitions
+from eventsource.testing.contracts import (
+    LogConsumerContract,
+    LogUnderTest,
+    positions,
+    read_all,
+    read_to_end,
+)
+from tests.bus.model import BusOrder, populate, read_committed, topic_partitions
 from tests.conftest import unique
 
 LOG_BACKENDS = [
@@ -30,280 +37,55 @@ LOG_BACKENDS = [
     pytest.param("embedded-postgres", marks=pytest.mark.postgres),
     pytest.param("kafka", marks=pytest.mark.kafka),
 ]
-contract = pytest.mark.parametrize("log_backend", LOG_BACKENDS, indirect=True)
 
 
-class LogUnderTest:
-    """A store, and the log that carries its events (embedded or Kafka)."""
+class EmbeddedLog(LogUnderTest):
+    """The store's own SQL log: nothing to publish, one partition per topic."""
 
-    def __init__(self, store: EventStore, kafka: KafkaConfig | None) -> None:
-        self.store = store
+    def make_consumer(self) -> LogConsumer:
+        return SqlLogConsumer({self.store.context: self.store})
+
+
+class KafkaLog(LogUnderTest):
+    """Kafka topics that the relay fills from the store."""
+
+    def __init__(self, store: EventStore, kafka: KafkaConfig) -> None:
+        super().__init__(store)
         self.kafka = kafka
-        self.topics = [store.topic_for("order"), store.topic_for("customer")]
-        self._consumers: list[LogConsumer] = []
+
+    def make_consumer(self) -> LogConsumer:
+        return KafkaLogConsumer(self.kafka)
 
     def publish(self) -> None:
-        """Make everything stored so far readable on the log."""
-        if self.kafka is not None:
-            with Relay(self.store, self.kafka, batch_size=40) as relay:
-                relay.run(until_caught_up=True)
-
-    def consumer(self) -> LogConsumer:
-        consumer: LogConsumer
-        if self.kafka is not None:
-            consumer = KafkaLogConsumer(self.kafka)
-        else:
-            consumer = SqlLogConsumer({self.store.context: self.store})
-        self._consumers.append(consumer)
-        return consumer
+        with Relay(self.store, self.kafka, batch_size=40) as relay:
+            relay.run(until_caught_up=True)
 
     def partitions(self) -> list[TopicPartition]:
-        if self.kafka is None:
-            return sorted(TopicPartition(t, 0) for t in self.topics)
         # The relay creates a topic with the first event of its aggregate type.
         used = {self.store.topic_for(r.aggregate_type) for r in read_all(self.store)}
         counts = topic_partitions(self.kafka.bootstrap_servers, sorted(used), settle=10)
         assert set(counts) == used
         return sorted(TopicPartition(t, p) for t, n in counts.items() for p in range(n))
 
-    def from_start(self) -> dict[TopicPartition, StartAt]:
-        return {tp: StartAt(0) for tp in self.partitions()}
 
-    def close(self) -> None:
-        for consumer in self._consumers:
-            consumer.close()
-
-
-@pytest.fixture
-def log_backend(
-    request: pytest.FixtureRequest, database_url_factory: Callable[..., str]
-) -> Iterator[LogUnderTest]:
-    kind = request.param
-    if kind == "kafka":
-        context = request.getfixturevalue("kafka_context")
-        kafka: KafkaConfig | None = request.getfixturevalue("kafka_config")
-    else:
-        context, kafka = unique("bus"), None
-    url = database_url_factory("postgres" if kind == "embedded-postgres" else "sqlite")
-    store = EventStore(url, context=context)
-    store.create_schema()
-    log = LogUnderTest(store, kafka)
-    yield log
-    log.close()
-    store.close()
-
-
-def read_to_end(
-    consumer: LogConsumer, *, batch: int = 100, timeout: float = 60.0
-) -> list[LogMessage]:
-    """Poll until every assigned partition has been read to its end."""
-    out: list[LogMessage] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        out.extend(consumer.poll(batch, 0.2))
-        if consumer.caught_up():
-            return out
-        assert time.monotonic() < deadline, f"not caught up after {timeout} s: {consumer.lag()}"
-
-
-def by_partition(messages: Sequence[LogMessage]) -> dict[TopicPartition, list[LogMessage]]:
-    out: dict[TopicPartition, list[LogMessage]] = defaultdict(list)
-    for m in messages:
-        out[m.topic_partition].append(m)
-    return out
-
-
-def positions(messages: Sequence[LogMessage]) -> list[int]:
-    return [m.record.position for m in messages if m.record is not None]
-
-
-# -- the contract ------------------------------------------------------------------
-
-
-@contract
-def test_every_event_is_read_once_in_order(log_backend: LogUnderTest) -> None:
-    records = populate(log_backend.store, orders=12, items=4, customers=4)
-    log_backend.publish()
-    consumer = log_backend.consumer()
-    consumer.assign(log_backend.from_start())
-    assert consumer.assignment() == log_backend.partitions()
-    messages = read_to_end(consumer, batch=17)
-
-    assert all(m.error is None and m.record is not None for m in messages)
-    assert Counter(positions(messages)) == Counter(r.position for r in records)
-    stored = {r.position: r for r in records}
-    for m in messages:
-        assert m.record == stored[m.record.position]
-        assert m.topic == log_backend.store.topic_for(m.record.aggregate_type)
-    for tp, group in by_partition(messages).items():
-        offsets = [m.offset for m in group]
-        assert offsets == sorted(set(offsets)), f"offsets of {tp} not increasing"
-        assert positions(group) == sorted(set(positions(group))), f"positions of {tp}"
-    streams: dict[str, list[LogMessage]] = defaultdict(list)
-    for m in messages:
-        streams[m.record.stream_id].append(m)
-    for stream_id, group in streams.items():
-        assert len({m.topic_partition for m in group}) == 1, f"{stream_id} split over partitions"
-        assert [m.record.version for m in group] == list(range(1, len(group) + 1)), stream_id
-
-
-@contract
-def test_assign_resumes_at_the_given_offset(log_backend: LogUnderTest) -> None:
-    populate(log_backend.store, orders=12, items=3)
-    log_backend.publish()
-    first = log_backend.consumer()
-    first.assign(log_backend.from_start())
-    everything = by_partition(read_to_end(first))
-
-    # Resume each partition after its middle message, as a worker would from
-    # the offset and position it stored with its view.
-    starts, expected = {}, []
-    for tp in log_backend.partitions():
-        group = everything.get(tp, [])
-        if not group:
-            starts[tp] = StartAt(0)
-            continue
-        middle = group[len(group) // 2]
-        assert middle.record is not None
-        starts[tp] = StartAt(middle.offset + 1, middle.record.position)
-        expected += group[len(group) // 2 + 1 :]
-    assert expected, "nothing left to resume with"
-    second = log_backend.consumer()
-    second.assign(starts)
-    resumed = read_to_end(second, batch=7)
-    assert sorted((m.topic, m.partition, m.offset, m.record) for m in resumed) == sorted(
-        (m.topic, m.partition, m.offset, m.record) for m in expected
-    )
-
-
-@contract
-def test_seek_moves_an_assigned_partition_back(log_backend: LogUnderTest) -> None:
-    populate(log_backend.store, orders=12, items=3)
-    log_backend.publish()
-    consumer = log_backend.consumer()
-    consumer.assign(log_backend.from_start())
-    everything = by_partition(read_to_end(consumer))
-    tp, group = max(everything.items(), key=lambda item: len(item[1]))
-    assert len(group) >= 3
-    before, target = group[1], group[2]
-    assert before.record is not None
-
-    consumer.seek(tp, StartAt(target.offset, before.record.position))
-    again = read_to_end(consumer)
-    assert [(m.topic_partition, m.offset, m.record) for m in again] == [
-        (m.topic_partition, m.offset, m.record) for m in group[2:]
-    ]
-    assert consumer.assignment() == log_backend.partitions()
-
-
-@contract
-def test_positions_already_applied_are_dropped(log_backend: LogUnderTest) -> None:
-    """StartAt(offset, last_position): what a worker applied before is never
-    handed to it again, even when it resumes from an earlier offset."""
-    records = populate(log_backend.store, orders=10, items=3)
-    log_backend.publish()
-    applied = records[len(records) // 2].position
-    consumer = log_backend.consumer()
-    consumer.assign({tp: StartAt(0, applied) for tp in log_backend.partitions()})
-    messages = read_to_end(consumer)
-    assert sorted(positions(messages)) == [r.position for r in records if r.position > applied]
-
-
-@contract
-def test_lag_and_caught_up_follow_the_end_of_the_log(log_backend: LogUnderTest) -> None:
-    records = populate(log_backend.store, orders=9, items=2, customers=2)
-    log_backend.publish()
-    consumer = log_backend.consumer()
-    consumer.assign(log_backend.from_start())
-    assert not consumer.caught_up()
-    lag = consumer.lag()
-    assert sorted(lag) == log_backend.partitions()
-    # Kafka's lag also counts transaction markers: at least one per event.
-    assert sum(p.lag for p in lag.values()) >= len(records)
-    assert all(p.end >= p.position + p.lag for p in lag.values() if p.lag)
-
-    assert len(read_to_end(consumer)) == len(records)
-    assert consumer.caught_up()
-    assert all(p.lag == 0 for p in consumer.lag().values())
-
-    # New events: the end moves before the consumer reads them.
-    more = populate(log_backend.store, orders=4, items=1, customers=1, prefix="more-")
-    log_backend.publish()
-    lag = consumer.lag()
-    assert sum(p.lag for p in lag.values()) >= len(more)
-    assert all(p.end > p.position for p in lag.values() if p.lag)
-    assert sorted(positions(read_to_end(consumer))) == [r.position for r in more]
-    assert consumer.caught_up()
-    assert all(p.lag == 0 for p in consumer.lag().values())
-
-
-@contract
-def test_subscribe_asks_where_each_partition_resumes(log_backend: LogUnderTest) -> None:
-    records = populate(log_backend.store, orders=12, items=2, customers=3)
-    log_backend.publish()
-    everything = by_partition(read_to_end(_assigned(log_backend)))
-    tp, group = max(everything.items(), key=lambda item: len(item[1]))
-    skip = group[len(group) // 2]
-    assert skip.record is not None
-
-    asked: list[list[TopicPartition]] = []
-
-    def on_assign(partitions: list[TopicPartition]) -> dict[TopicPartition, StartAt]:
-        asked.append(sorted(partitions))
-        return {tp: StartAt(skip.offset + 1, skip.record.position)}  # others: from the start
-
-    consumer = log_backend.consumer()
-    consumer.subscribe(log_backend.topics, on_assign, lambda partitions: None)
-    messages = read_to_end(consumer)
-    assert asked == [log_backend.partitions()]
-    assert consumer.assignment() == log_backend.partitions()
-    skipped = {m.record.position for m in group[: len(group) // 2 + 1] if m.record}
-    assert sorted(positions(messages)) == sorted(
-        r.position for r in records if r.position not in skipped
-    )
-
-
-def _assigned(log_backend: LogUnderTest) -> LogConsumer:
-    consumer = log_backend.consumer()
-    consumer.assign(log_backend.from_start())
-    return consumer
-
-
-@contract
-def test_poll_returns_what_is_there_without_waiting_out_the_timeout(
-    log_backend: LogUnderTest,
-) -> None:
-    records = populate(log_backend.store, orders=3, items=1, customers=1)
-    log_backend.publish()
-    consumer = _assigned(log_backend)
-    got: list[LogMessage] = []
-    started = time.monotonic()
-    while len(got) < len(records):
-        got += consumer.poll(1000, 10.0)
-        assert time.monotonic() - started < 8.0, f"{len(got)} of {len(records)} after 8 s"
-    assert len(got) == len(records)
-
-    # At the end of the log it waits about `timeout`, then returns nothing.
-    started = time.monotonic()
-    while consumer.poll(1000, 0.5):
-        pass
-    assert time.monotonic() - started < 3.0
-    assert consumer.poll(1000, 0.5) == []
-
-
-@contract
-def test_poll_returns_at_most_max_messages(log_backend: LogUnderTest) -> None:
-    records = populate(log_backend.store, orders=8, items=2)
-    log_backend.publish()
-    consumer = _assigned(log_backend)
-    got: list[LogMessage] = []
-    deadline = time.monotonic() + 30
-    while len(got) < len(records):
-        batch = consumer.poll(3, 1.0)
-        assert len(batch) <= 3
-        got += batch
-        assert time.monotonic() < deadline
-    assert sorted(positions(got)) == [r.position for r in records]
+class TestLogConsumerContract(LogConsumerContract):
+    @pytest.fixture(params=LOG_BACKENDS)
+    def log_under_test(
+        self, request: pytest.FixtureRequest, database_url_factory: Callable[..., str]
+    ) -> Iterator[LogUnderTest]:
+        kind = request.param
+        context = request.getfixturevalue("kafka_context") if kind == "kafka" else unique("bus")
+        url = database_url_factory("postgres" if kind == "embedded-postgres" else "sqlite")
+        store = EventStore(url, context=context)
+        store.create_schema()
+        log: LogUnderTest
+        if kind == "kafka":
+            log = KafkaLog(store, request.getfixturevalue("kafka_config"))
+        else:
+            log = EmbeddedLog(store)
+        with log:
+            yield log
+        store.close()
 
 
 # -- the embedded log ----------------------------------------------------------------
@@ -376,8 +158,8 @@ def produce_by_hand(
     return offsets
 
 
-def kafka_log(kafka_config: KafkaConfig, store: EventStore) -> LogUnderTest:
-    return LogUnderTest(store, kafka_config)
+def kafka_log(kafka_config: KafkaConfig, store: EventStore) -> KafkaLog:
+    return KafkaLog(store, kafka_config)
 
 
 @pytest.mark.kafka

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from sqlalchemy import Connection, select
 
 from eventsource.bus.base import LogConsumer, StartAt, TopicPartition
-from eventsource.errors import ProjectionVersionMismatch
+from eventsource.errors import ProjectionVersionMismatch, StalePosition
 from eventsource.projections import positions
 from eventsource.projections.context import WorkerContext
 from eventsource.projections.positions import Position
@@ -90,26 +90,34 @@ class Assignment:
         with context.transaction() as conn:
             loaded = positions.load(conn, context.key, partitions)
             fresh = all(p.revision == 0 for p in loaded.values()) and self._tables_empty(conn)
-            if self.start_at == "end":
-                loaded.update(self._start_at_end(conn, loaded))
+        if self.start_at == "end":
+            loaded.update(self._start_at_end(loaded))
         return loaded, fresh
 
     def _start_at_end(
-        self, conn: Connection, loaded: dict[TopicPartition, Position]
+        self, loaded: dict[TopicPartition, Position]
     ) -> dict[TopicPartition, Position]:
         """Partitions never started begin at their end: their positions are
-        stored at once, so a restart resumes there rather than at a later end."""
+        stored at once, so a restart resumes there rather than at a later end.
+
+        The ends are read outside any transaction of ours (on an in-memory
+        SQLite database the log and the positions share one connection).
+        """
         unstarted = [tp for tp, p in loaded.items() if p.revision == 0]
         if not unstarted:
             return {}
         ends = self.log.ends(unstarted)
         moves = {tp: (loaded[tp], ends[tp].offset, ends[tp].last_position) for tp in unstarted}
-        started = positions.advance(conn, self.context.key, moves)
+        context = self.context
+        try:
+            with context.transaction() as conn:
+                started = positions.advance(conn, context.key, moves)
+        except StalePosition:
+            # Another worker started them meanwhile: its positions stand.
+            with context.transaction() as conn:
+                return positions.load(conn, context.key, unstarted)
         log.info(
-            "%s %s starts at the end of the log: %s",
-            self.context.kind,
-            self.context.name,
-            _describe(started),
+            "%s %s starts at the end of the log: %s", context.kind, context.name, _describe(started)
         )
         return started
 

@@ -57,3 +57,22 @@ def test_a_projection_starts_at_the_beginning_by_default(harness: Harness) -> No
 def test_start_at_takes_only_beginning_or_end() -> None:
     with pytest.raises(ConfigurationError, match="start_at"):
         type("Bad", (Reactor,), {"topics": ["a.b"], "start_at": "latest"})
+
+
+def test_starting_at_the_end_works_on_an_in_memory_store() -> None:
+    # One connection serves the log and the positions: the ends must be read
+    # outside the positions' transaction.
+    from eventsource import EventStore, Repository
+    from eventsource.bus.sqllog import SqlLogConsumer
+    from tests.projections.apps import PjAccount
+
+    with EventStore("sqlite://", context="memo") as store:
+        store.create_schema()
+        Repository(store, PjAccount).save(PjAccount.open("m-1", "owner"))
+        cls = audits("memo", unique("pj_memory"), start_at="end")
+        worker = Worker(cls(), SqlLogConsumer({"memo": store}), store=store)
+        assert worker.run(until_caught_up=True) == 0
+        account = Repository(store, PjAccount).get("m-1")
+        account.deposit(80)
+        Repository(store, PjAccount).save(account)
+        assert worker.run(until_caught_up=True) >= 1

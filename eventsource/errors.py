@@ -9,6 +9,7 @@
     ├── MissingHandler (TypeError)           an aggregate/projection has no handler
     ├── InvalidAggregateId (ValueError)      empty, too long, not a string or not storable
     ├── AggregateNotFound (LookupError)      no events for that id
+    ├── IncompatibleSchema                   event classes can no longer read a recorded shape
     ├── ConcurrencyError                     another writer saved the stream first
     ├── StoreError                           the database failed underneath us, for good
     │   └── StoreUnavailable                 ...for now (down, restarting, a deadlock): retried
@@ -28,6 +29,7 @@ them without parsing messages.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from uuid import UUID
 
 
@@ -131,6 +133,21 @@ class AggregateNotFound(EventSourceError, LookupError):
         self.aggregate_type = aggregate_type
         self.aggregate_id = aggregate_id
         super().__init__(f"no {aggregate_type} with id {aggregate_id!r}")
+
+
+class IncompatibleSchema(EventSourceError):
+    """The current event classes cannot read every shape that is recorded: in the
+    schema lock file, or in a database's stored events.
+
+    `problems` holds one line per problem; `source` names what was checked.
+    """
+
+    def __init__(self, source: str, problems: Sequence[str]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        more = f" (and {len(self.problems) - 1} more)" if len(self.problems) > 1 else ""
+        first = self.problems[0] if self.problems else "no details"
+        super().__init__(f"{source}: {first}{more}")
 
 
 class ConcurrencyError(EventSourceError):

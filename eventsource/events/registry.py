@@ -44,6 +44,11 @@ class EventRegistry:
         """The class registered under `name`, or None."""
         return self._classes.get(name)
 
+    def types(self) -> dict[str, type[Event]]:
+        """Every registered class by its type name (a copy, sorted by name)."""
+        with self._lock:
+            return dict(sorted(self._classes.items()))
+
     def lookup(self) -> Callable[[str], type[Event] | None]:
         """`resolve` as the registry's own dict lookup, for decoding loops; it
         sees classes registered later too."""

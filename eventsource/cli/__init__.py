@@ -99,6 +99,9 @@ def _add_commands() -> None:
 
     for group in (db.db, relay.relay, events.events, projection.projection):
         cli.add_command(group)
+    from eventsource.cli.schema import schema
+
+    cli.add_command(schema)
 
 
 _add_commands()

@@ -59,7 +59,7 @@ def schema_lock(modules: tuple[str, ...], lock_path: Path, force: bool) -> None:
     from eventsource.schema.check import check, relock
     from eventsource.schema.lock import write_lock
 
-    recorded = read_lock(lock_path) if lock_path.exists() else SchemaLock()
+    recorded = read_lock(lock_path) if lock_path.exists() else SchemaLock(events={})
     chosen = _import(modules or recorded.modules)
     try:
         lock = relock(recorded, default_registry, chosen, force=force, source=str(lock_path))

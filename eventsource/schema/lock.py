@@ -64,7 +64,7 @@ class SchemaLock(BaseModel):
     about: str = ABOUT
     format: Literal[1] = 1
     modules: tuple[str, ...] = ()
-    events: dict[str, LockedType] = Field(default_factory=dict)
+    events: dict[str, LockedType]
 
     @property
     def shape_count(self) -> int:

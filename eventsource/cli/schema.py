@@ -17,6 +17,7 @@ from eventsource.cli.common import describe_url, existing_engine, settings_from,
 from eventsource.cli.events import import_modules
 from eventsource.errors import ConfigurationError, IncompatibleSchema
 from eventsource.events.registry import default_registry
+from eventsource.schema.dryrun import DryRun
 from eventsource.schema.lock import LOCK_FILE, SchemaLock, read_lock
 
 _modules_option = click.option(
@@ -165,7 +166,7 @@ def _check_lock(modules: tuple[str, ...], lock_path: Path, *, locked: bool, as_j
 
 
 def _check_database(url: str, modules: tuple[str, ...], sample: int | None, as_json: bool) -> None:
-    from eventsource.console import ProgressReport, print_json
+    from eventsource.console import ProgressReport
     from eventsource.schema.dryrun import dry_run
     from eventsource.store.eventstore import EventStore
 
@@ -184,8 +185,25 @@ def _check_database(url: str, modules: tuple[str, ...], sample: int | None, as_j
                 stop=stop,
                 on_progress=lambda position, head: report.update(position, total=head),
             )
+            _print_dry_run(result, where, as_json)
+            if not result.complete:  # exiting here shows the progress as stopped, not done
+                click.echo(
+                    f"stopped at position {result.reached:,} of {result.head:,}: the events"
+                    " after it were not checked",
+                    err=True,
+                )
+                sys.exit(1)
     finally:
         engine.dispose()
+    if result.failures:
+        raise IncompatibleSchema(where, [str(r) for r in result.failures])
+    if not as_json:
+        click.echo(f"{where}: every checked event decodes (up to position {result.head:,})")
+
+
+def _print_dry_run(result: DryRun, where: str, as_json: bool) -> None:
+    from eventsource.console import print_json
+
     if as_json:
         print_json(
             {
@@ -198,17 +216,6 @@ def _check_database(url: str, modules: tuple[str, ...], sample: int | None, as_j
         )
     else:
         _print_lines([str(r) for r in result.reports])
-    if not result.complete:
-        click.echo(
-            f"stopped at position {result.reached:,} of {result.head:,}: the events after it"
-            " were not checked",
-            err=True,
-        )
-        sys.exit(1)
-    if result.failures:
-        raise IncompatibleSchema(where, [str(r) for r in result.failures])
-    if not as_json:
-        click.echo(f"{where}: every checked event decodes (up to position {result.head:,})")
 
 
 def _import(modules: tuple[str, ...]) -> tuple[str, ...]:

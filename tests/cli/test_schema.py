@@ -4,8 +4,10 @@ between runs, as it does between two commits."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -341,3 +343,36 @@ def test_check_database_never_creates_or_migrates_one(
         assert sa.inspect(engine).get_table_names() == []
     finally:
         engine.dispose()
+
+
+@pytest.mark.slow
+def test_check_database_stops_on_sigint_and_says_it_is_incomplete(
+    tmp_path: Path, database_url_factory: Callable[[str], str]
+) -> None:
+    with EventStore(database_url_factory("sqlite"), context="test") as store:
+        store.create_schema()
+        for _ in range(15):
+            batch = [record("dry.Added", 2, '{"sku": "s", "count": 1}') for _ in range(10_000)]
+            append(store, *batch)
+        url = url_of(store)
+    (tmp_path / "dry_app.py").write_text(DRY_APP)
+    command = ["schema", "check", "--database", url, "--import", "dry_app"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "eventsource", *command],
+        env=clean_env(**NO_PYC),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    first = process.stderr.readline()  # the first batch is decoded
+    assert "positions" in first, first
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 1
+    assert "of 150,000: the events after it were not checked" in err
+    assert "stopped after " in err  # the progress says so too
+    [line] = out.splitlines()
+    assert line.startswith("dry.Added v2: ")
+    assert not line.startswith("dry.Added v2: 150,000 stored")

@@ -14,6 +14,7 @@ from eventsource.errors import DecodeError as DecodeError
 from eventsource.errors import EncodeError as EncodeError
 from eventsource.errors import EventSourceError as EventSourceError
 from eventsource.errors import EventTooLarge as EventTooLarge
+from eventsource.errors import IncompatibleSchema as IncompatibleSchema
 from eventsource.errors import InvalidAggregateId as InvalidAggregateId
 from eventsource.errors import MissingHandler as MissingHandler
 from eventsource.errors import StoreError as StoreError
@@ -49,6 +50,7 @@ __all__ = [
     "EventSourceError",
     "EventStore",
     "EventTooLarge",
+    "IncompatibleSchema",
     "InvalidAggregateId",
     "MissingHandler",
     "Projection",

@@ -107,6 +107,9 @@ def projection_status(
             "" if r.version in (None, r.code_version) else f" (code: v{r.code_version}: rebuild)"
         )
         parked = f", {r.parked} parked event(s)" if r.parked else ""
+        for kind in ("stopped", "skipped"):
+            if r.dead_letters.get(kind):
+                parked += f", {r.dead_letters[kind]} {kind} dead letter(s)"
         click.echo(f"{r.kind} {r.name} {version}{stale}: {r.status}, lag {r.lag:,}{parked}")
         if r.last_error:
             click.echo(f"  last error ({r.last_error_at}): {r.last_error}")
@@ -239,7 +242,7 @@ def projection_deadletters(
         return
     print_table(
         f"dead letters of {cls.name}",
-        ["id", "status", "where", "stream", "type", "error"],
+        ["id", "status", "where", "stream", "type", "error", "resolution"],
         [
             (
                 d.id,
@@ -248,10 +251,43 @@ def projection_deadletters(
                 d.stream_id,
                 d.event_type,
                 d.error[:80],
+                f"{d.resolution} ({d.resolved_by}, {d.resolved_at:%Y-%m-%d %H:%M})"
+                if d.resolution and d.resolved_at
+                else "",
             )
             for d in letters
         ],
     )
+
+
+@projection.command("skip")
+@click.argument("name")
+@click.option(
+    "--id", "letter_id", type=click.IntRange(min=1), required=True, help="Dead letter id."
+)
+@click.option("--reason", required=True, help="Why it will never be applied (recorded).")
+@click.option("--by", help="Who decided (default: the user running the command).")
+@context_options
+def projection_skip(
+    name: str,
+    letter_id: int,
+    reason: str,
+    by: str | None,
+    context: str | None,
+    url: str | None,
+    stores: str | None,
+) -> None:
+    """Never apply a dead-lettered event: record why, and let its stream go on."""
+    import getpass
+
+    from eventsource.projections.runner import Runtime
+
+    cls = load_class(name)
+    settings = settings_from(url, context, stores)
+    existing_engine(settings, needs="dead_letters").dispose()
+    with Runtime(settings) as runtime:
+        done = runtime.worker(cls).skip(letter_id, reason=reason, by=by or getpass.getuser())
+    click.echo(f"{cls.name}: {done}")
 
 
 @projection.command("wait")

@@ -3,6 +3,11 @@
 Nothing is ever silently dropped. A parked event blocks the later events of
 its stream (their order matters), which are parked behind it as "blocked";
 other streams flow. Once the handler is fixed, `replay` applies them in order.
+An event that can never be applied is `skipped`: the decision is recorded
+(why, by whom, when), the event stays in the log, and its stream is released.
+
+One dead letter per event: a worker that stops on an event, is restarted and
+parks it (or stops again) updates that event's letter.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ BLOCKED = "blocked"
 STOPPED = "stopped"
 REPLAYED = "replayed"
 RESOLVED = "resolved"
+SKIPPED = "skipped"
 WAITING = (PARKED, BLOCKED)
+OPEN = (PARKED, BLOCKED, STOPPED)
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,9 @@ class DeadLetter:
     status: str
     parked_at: datetime
     record: StoredEvent | None
+    resolution: str | None = None
+    resolved_by: str | None = None
+    resolved_at: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -54,12 +64,31 @@ class DeadLetter:
             "error": self.error,
             "status": self.status,
             "parked_at": self.parked_at.isoformat(),
+            "resolution": self.resolution,
+            "resolved_by": self.resolved_by,
+            "resolved_at": self.resolved_at.isoformat() if self.resolved_at else None,
         }
 
 
 def park(conn: Connection, projection: str, message: LogMessage, error: str, status: str) -> None:
-    """Record `message` as a dead letter of `projection`."""
+    """Record `message` as a dead letter of `projection` (its open letter, if
+    it has one already, takes the new status and error)."""
     record = message.record
+    updated = conn.execute(
+        update(dead_letters)
+        .where(
+            and_(
+                dead_letters.c.projection == projection,
+                dead_letters.c.topic == message.topic,
+                dead_letters.c.partition == message.partition,
+                dead_letters.c.offset == message.offset,
+                dead_letters.c.status.in_(OPEN),
+            )
+        )
+        .values(status=status, error=error[:10_000], parked_at=datetime.now(UTC))
+    )
+    if updated.rowcount:
+        return
     conn.execute(
         dead_letters.insert().values(
             projection=projection,
@@ -123,6 +152,50 @@ def listing(conn: Connection, projection: str, *, limit: int = 100) -> list[Dead
     return [_letter(row) for row in rows]
 
 
+def get(conn: Connection, projection: str, letter_id: int) -> DeadLetter | None:
+    row = (
+        conn.execute(
+            select(dead_letters).where(
+                and_(dead_letters.c.projection == projection, dead_letters.c.id == letter_id)
+            )
+        )
+        .mappings()
+        .first()
+    )
+    return _letter(row) if row is not None else None
+
+
+def stopped(conn: Connection, projection: str) -> list[DeadLetter]:
+    """The events the worker stopped on, oldest first."""
+    rows = conn.execute(
+        select(dead_letters)
+        .where(and_(dead_letters.c.projection == projection, dead_letters.c.status == STOPPED))
+        .order_by(dead_letters.c.id)
+    ).mappings()
+    return [_letter(row) for row in rows]
+
+
+def counts(conn: Connection, projection: str) -> dict[str, int]:
+    """How many dead letters `projection` has, by status."""
+    rows = conn.execute(
+        select(dead_letters.c.status, func.count())
+        .where(dead_letters.c.projection == projection)
+        .group_by(dead_letters.c.status)
+    )
+    return {status: int(n) for status, n in rows}
+
+
+def resolve(
+    conn: Connection, letter_id: int, status: str, *, reason: str | None, by: str | None
+) -> None:
+    """Close a dead letter (replayed, skipped), saying why and by whom."""
+    conn.execute(
+        update(dead_letters)
+        .where(dead_letters.c.id == letter_id)
+        .values(status=status, resolution=reason, resolved_by=by, resolved_at=datetime.now(UTC))
+    )
+
+
 def count_waiting(conn: Connection, projection: str) -> int:
     return int(
         conn.execute(
@@ -142,10 +215,14 @@ def mark(conn: Connection, ids: list[int], status: str) -> None:
     )
 
 
-def note_error(conn: Connection, letter_id: int, error: str) -> None:
-    """A replay failed again: keep the dead letter, with its newest error."""
+def note_error(conn: Connection, letter: DeadLetter, error: str) -> None:
+    """A replay failed again: keep the dead letter, with its newest error (a
+    blocked one that failed itself is parked now: the stream waits on it)."""
+    status = PARKED if letter.status == BLOCKED else letter.status
     conn.execute(
-        update(dead_letters).where(dead_letters.c.id == letter_id).values(error=error[:10_000])
+        update(dead_letters)
+        .where(dead_letters.c.id == letter.id)
+        .values(error=error[:10_000], status=status)
     )
 
 
@@ -257,4 +334,13 @@ def _letter(row: Any) -> DeadLetter:
         status=row["status"],
         parked_at=parked_at,
         record=decode_record(row["record"]) if row["record"] else None,
+        resolution=row["resolution"],
+        resolved_by=row["resolved_by"],
+        resolved_at=_utc(row["resolved_at"]),
     )
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value

@@ -37,7 +37,8 @@ class ConsumerStatus:
     last_error: str | None
     last_error_at: datetime | None
     partitions: list[PartitionStatus] = field(default_factory=list)
-    parked: int = 0
+    parked: int = 0  # parked and blocked: waiting for a replay or a skip
+    dead_letters: dict[str, int] = field(default_factory=dict)  # every status, counted
 
     @property
     def lag(self) -> int:
@@ -76,7 +77,8 @@ def status(cls: type[Consumer], engine: Engine, log_consumer: LogConsumer) -> Co
     log_consumer.assign(partitions)
     lags = _probe_small_lags(log_consumer, log_consumer.lag())
     with read_transaction(engine) as conn:
-        parked = deadletters.count_waiting(conn, cls.name) if migrated else 0
+        letters = deadletters.counts(conn, cls.name) if migrated else {}
+    parked = sum(letters.get(status, 0) for status in deadletters.WAITING)
     result = ConsumerStatus(
         name=cls.name,
         kind="reactor" if issubclass(cls, Reactor) else "projection",
@@ -86,6 +88,7 @@ def status(cls: type[Consumer], engine: Engine, log_consumer: LogConsumer) -> Co
         last_error=row["last_error"] if row else None,
         last_error_at=row["last_error_at"] if row else None,
         parked=parked,
+        dead_letters=letters,
     )
     for tp, start in sorted(partitions.items()):
         lag = lags.get(tp)

@@ -1,4 +1,4 @@
-"""A worker's work beside the log: replaying parked events and running due deadlines.
+"""A worker's work beside the log: dead letters (replay, skip) and due deadlines.
 
 Both run on the worker's own thread, between batches (see `Inbox`), in
 their own transactions with the worker's view (and, for a reactor, a
@@ -10,61 +10,154 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
+from sqlalchemy import Connection
+
 from eventsource.aggregates.base import caused_by_ids
-from eventsource.errors import DecodeError
-from eventsource.projections import deadletters, deadlines
+from eventsource.bus.base import TopicPartition
+from eventsource.errors import ConfigurationError, DecodeError
+from eventsource.projections import deadletters, deadlines, positions
 from eventsource.projections.context import WorkerContext
 from eventsource.projections.reaction import Reaction
 
 log = logging.getLogger(__name__)
 
 
-def replay_parked(context: WorkerContext) -> tuple[int, int]:
-    """Apply parked events again, stream by stream, in order.
+def replay(context: WorkerContext) -> tuple[int, int]:
+    """Apply dead letters again, now that their handler is fixed.
 
-    A stream whose events all apply is released (its events are marked
-    replayed and its later events flow again); one that fails again stays
-    parked with its newest error. Returns `(replayed, still_parked)`.
+    An event the worker stopped on is applied and its partition moved past
+    it, in one transaction. Parked streams are applied event by event, in
+    order; a stream whose events all apply flows again, one that fails again
+    stays parked at the event that failed, with its newest error. Returns
+    `(replayed, still_open)`.
     """
     with context.transaction() as conn:
+        stopped = deadletters.stopped(conn, context.key)
         waiting = deadletters.waiting(conn, context.key)
+    replayed = sum(_replay_stopped(context, letter) for letter in stopped)
+    for letters in _by_stream(waiting).values():
+        replayed += _replay_stream(context, letters)
+    with context.transaction() as conn:
+        left = sum(
+            n
+            for status, n in deadletters.counts(conn, context.key).items()
+            if status in deadletters.OPEN
+        )
+    return replayed, left
+
+
+def skip(context: WorkerContext, letter_id: int, *, reason: str, by: str | None) -> str:
+    """Decide that a dead letter's event will never be applied.
+
+    The decision is recorded with `reason`, `by` and the time; the event
+    stays in the log. An event the worker stopped on is passed (its
+    partition moves on); a parked one releases its stream, whose events
+    waiting behind it are applied in order. Returns what was done, in words.
+    """
+    if not reason.strip():
+        raise ConfigurationError("skipping an event needs a reason (it is recorded)")
+    with context.transaction() as conn:
+        deadletters.lock(conn, context.key)
+        letter = deadletters.get(conn, context.key, letter_id)
+        if letter is None:
+            raise ConfigurationError(f"{context.name} has no dead letter {letter_id}")
+        if letter.status not in deadletters.OPEN:
+            raise ConfigurationError(
+                f"dead letter {letter_id} of {context.name} is {letter.status}; only parked,"
+                " blocked and stopped ones can be skipped"
+            )
+        if letter.status == deadletters.STOPPED:
+            _move_past(conn, context, letter)
+        deadletters.resolve(conn, letter.id, deadletters.SKIPPED, reason=reason, by=by)
+    where = f"{letter.topic}[{letter.partition}]@{letter.offset}"
+    if letter.status == deadletters.STOPPED:
+        return f"skipped {letter.event_type or 'message'} at {where}; the worker goes on after it"
+    with context.transaction() as conn:
+        behind = [
+            waiting
+            for waiting in deadletters.waiting(conn, context.key)
+            if letter.stream_id is not None and waiting.stream_id == letter.stream_id
+        ]
+    applied = _replay_stream(context, behind) if behind else 0
+    left = len(behind) - applied
+    return (
+        f"skipped {letter.event_type or 'message'} at {where}; {applied} event(s) waiting behind"
+        f" it applied" + (f", {left} still parked" if left else "")
+    )
+
+
+def _by_stream(letters: list[deadletters.DeadLetter]) -> dict[str, list[deadletters.DeadLetter]]:
     by_stream: dict[str, list[deadletters.DeadLetter]] = {}
-    for letter in waiting:
+    for letter in letters:
         by_stream.setdefault(letter.stream_id or f"#{letter.id}", []).append(letter)
-    replayed = 0
-    for letters in by_stream.values():
-        if _replay_stream(context, letters):
-            replayed += len(letters)
-    return replayed, len(waiting) - replayed
+    return by_stream
 
 
-def _replay_stream(context: WorkerContext, letters: list[deadletters.DeadLetter]) -> bool:
-    cls = type(context.consumer)
+def _replay_stopped(context: WorkerContext, letter: deadletters.DeadLetter) -> bool:
     try:
         with context.transaction() as conn:
-            deadletters.lock(conn, context.key)
-            context.view.begin(conn)
-            reaction = context.reaction(conn)
-            for letter in letters:
-                if letter.record is None:
-                    raise DecodeError("not an event; it cannot be replayed", topic=letter.topic)
-                event = context.codec.decode(letter.record)
-                handler = cls.handler_for(type(event))
-                if handler is None:
-                    continue
-                context.handle(handler, event, reaction)
-            context.view.flush()
-            if reaction is not None:
-                reaction.flush()
-            deadletters.mark(conn, [letter.id for letter in letters], deadletters.REPLAYED)
+            if not _move_past(conn, context, letter):
+                deadletters.resolve(
+                    conn, letter.id, deadletters.RESOLVED, reason="the worker got past it", by=None
+                )
+                return False
+            _apply(context, conn, letter)
+            deadletters.resolve(conn, letter.id, deadletters.REPLAYED, reason=None, by=None)
     except Exception as exc:
-        context.view.rollback()
-        log.warning("replay of %s failed again: %s", letters[0].stream_id, exc)
-        with context.transaction() as conn:
-            deadletters.note_error(conn, letters[0].id, f"{type(exc).__name__}: {exc}")
-        return False
+        return _failed_again(context, letter, exc)
     context.view.commit()
     return True
+
+
+def _replay_stream(context: WorkerContext, letters: list[deadletters.DeadLetter]) -> int:
+    """Apply a stream's letters in order, each in its own transaction; stop at
+    the first that fails again. Returns how many applied."""
+    for done, letter in enumerate(letters):
+        try:
+            with context.transaction() as conn:
+                deadletters.lock(conn, context.key)
+                _apply(context, conn, letter)
+                deadletters.resolve(conn, letter.id, deadletters.REPLAYED, reason=None, by=None)
+        except Exception as exc:
+            _failed_again(context, letter, exc)
+            return done
+        context.view.commit()
+    return len(letters)
+
+
+def _apply(context: WorkerContext, conn: Connection, letter: deadletters.DeadLetter) -> None:
+    """Apply one dead letter's event with the consumer's handler, in `conn`'s transaction."""
+    if letter.record is None:
+        raise DecodeError("not an event; it cannot be replayed", topic=letter.topic)
+    context.view.begin(conn)
+    reaction = context.reaction(conn)
+    event = context.codec.decode(letter.record)
+    handler = type(context.consumer).handler_for(type(event))
+    if handler is not None:
+        context.handle(handler, event, reaction)
+    context.view.flush()
+    if reaction is not None:
+        reaction.flush()
+
+
+def _move_past(conn: Connection, context: WorkerContext, letter: deadletters.DeadLetter) -> bool:
+    """Move the letter's partition past it, if its position is not past it
+    already (compare-and-set: a worker that moved it meanwhile wins)."""
+    tp = TopicPartition(letter.topic, letter.partition)
+    held = positions.load(conn, context.key, [tp])[tp]
+    if held.offset > letter.offset:
+        return False
+    last = max(held.last_position, letter.position or 0)
+    positions.advance(conn, context.key, {tp: (held, letter.offset + 1, last)})
+    return True
+
+
+def _failed_again(context: WorkerContext, letter: deadletters.DeadLetter, exc: Exception) -> bool:
+    context.view.rollback()
+    log.warning("replay of %s failed again: %s", letter.stream_id or letter.id, exc)
+    with context.transaction() as conn:
+        deadletters.note_error(conn, letter, f"{type(exc).__name__}: {exc}")
+    return False
 
 
 def fire_deadlines(context: WorkerContext, now: datetime | None = None) -> int:

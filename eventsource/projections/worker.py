@@ -336,12 +336,24 @@ class Worker:
     # -- upkeep, on the owner's thread -----------------------------------------
 
     def replay_parked(self) -> tuple[int, int]:
-        """Apply parked events again, stream by stream; return `(replayed, still_parked)`."""
-        return self._as_owner(self._replay_parked)
+        """Apply dead letters again (the events it stopped on, and parked
+        streams in order); return `(replayed, still_open)`."""
 
-    def _replay_parked(self) -> tuple[int, int]:
-        self.start_tables()
-        return upkeep.replay_parked(self.context)
+        def replay() -> tuple[int, int]:
+            self.start_tables()
+            return upkeep.replay(self.context)
+
+        return self._as_owner(replay)
+
+    def skip(self, letter_id: int, *, reason: str, by: str | None = None) -> str:
+        """Never apply dead letter `letter_id`'s event: record why and by whom,
+        and let the worker (or the event's stream) go on. Returns what was done.
+
+        ::
+
+            worker.skip(17, reason="order 42 was deleted by hand in 2019", by="ada")
+        """
+        return self._as_owner(lambda: upkeep.skip(self.context, letter_id, reason=reason, by=by))
 
     def fire_deadlines(self, now: datetime | None = None) -> int:
         """Run this reactor's deadlines that are due; return how many ran."""

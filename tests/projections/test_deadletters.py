@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from eventsource import Repository, StoredEvent, Worker
 from eventsource.bus.partitioner import partition_for
-from eventsource.errors import PoisonEvent
+from eventsource.errors import ConfigurationError, PoisonEvent
 from eventsource.projections import deadletters
 from eventsource.projections.tables import projections
 from eventsource.store.engine import read_transaction
@@ -234,3 +234,119 @@ def test_command_line_shows_lists_and_replays_parked_events(rig: Rig) -> None:
     [state] = json.loads(rig.cli("projection", "status", APP, "--json", env=fixed).stdout)
     assert state["parked"] == 0
     assert view(rig) == fold_wallets(rig.records())
+
+
+def stopped_on_poison(rig: Rig, name: str, **attributes: Any) -> tuple[type[Any], StoredEvent]:
+    """A projection stopped on the deposit of 13 to w3 (and that event)."""
+    Totals = wallet_totals(
+        rig.context, name, poison=frozenset({POISON}), max_retries=1, **attributes
+    )
+    wallets: dict[str, RbWallet] = {}
+    save_wallets(rig, {f"w{i}": [i + 1] for i in range(6)}, wallets=wallets)
+    save_wallets(rig, {"w3": [5, POISON, 7], "w4": [1]}, wallets=wallets)
+    save_wallets(rig, {f"w{i}": [20] for i in range(6)}, wallets=wallets)
+    poison = next(r for r in rig.records() if b'"amount":13' in r.payload.encode())
+    with pytest.raises(PoisonEvent):
+        worker(rig, Totals).run(until_caught_up=True)
+    return Totals, poison
+
+
+def test_a_poison_event_has_one_dead_letter_whatever_the_mode(rig: Rig) -> None:
+    name = unique("rb_one")
+    Totals, poison = stopped_on_poison(rig, name)
+    # Switched to park mode and restarted: the same event's letter is parked, not doubled.
+    Totals.on_failure = "park"
+    worker(rig, Totals).run(until_caught_up=True)
+    found = letters(rig, name)
+    assert [(x.status, x.position) for x in found if x.position == poison.position] == [
+        (deadletters.PARKED, poison.position)
+    ]
+    assert sum(x.status in (deadletters.STOPPED, deadletters.PARKED) for x in found) == 1
+
+
+def test_replay_applies_the_event_the_worker_stopped_on(rig: Rig) -> None:
+    name = unique("rb_replay_stop")
+    Totals, _ = stopped_on_poison(rig, name)
+    assert worker(rig, Totals).replay_parked() == (0, 1)  # still failing: left as it was
+    Totals.poison = frozenset()
+    assert worker(rig, Totals).replay_parked() == (1, 0)
+    [letter] = letters(rig, name)
+    assert letter.status == deadletters.REPLAYED
+    worker(rig, Totals).run(until_caught_up=True)
+    assert view(rig) == fold_wallets(rig.records())
+
+
+def test_skipping_the_event_the_worker_stopped_on_lets_it_go_on(rig: Rig) -> None:
+    name = unique("rb_skip_stop")
+    Totals, poison = stopped_on_poison(rig, name)
+    [letter] = letters(rig, name)
+    done = worker(rig, Totals).skip(letter.id, reason="deposit reversed by the bank", by="ada")
+    assert "the worker goes on after it" in done
+
+    worker(rig, Totals).run(until_caught_up=True)  # still unfixed: it never sees it again
+    [letter] = letters(rig, name)
+    assert (letter.status, letter.resolution, letter.resolved_by) == (
+        deadletters.SKIPPED,
+        "deposit reversed by the bank",
+        "ada",
+    )
+    assert letter.resolved_at is not None
+    assert poison in rig.records()  # the log keeps it
+    assert view(rig) == fold_wallets(r for r in rig.records() if r.position != poison.position)
+    with pytest.raises(ConfigurationError, match="only parked, blocked and stopped"):
+        worker(rig, Totals).skip(letter.id, reason="again", by="ada")
+
+
+def test_skipping_a_parked_event_releases_its_stream_in_order(rig: Rig) -> None:
+    name = unique("rb_skip_park")
+    Totals = wallet_totals(
+        rig.context, name, poison=frozenset({POISON}), on_failure="park", max_retries=1
+    )
+    wallets: dict[str, RbWallet] = {}
+    save_wallets(rig, {f"w{i}": [i + 1] for i in range(5)}, wallets=wallets)
+    save_wallets(rig, {"w3": [5, POISON, 7, 8], "w1": [2]}, wallets=wallets)
+    worker(rig, Totals).run(until_caught_up=True)
+    parked = next(x for x in letters(rig, name) if x.status == deadletters.PARKED)
+
+    done = worker(rig, Totals).skip(parked.id, reason="a test deposit", by="ops")
+
+    assert "2 event(s) waiting behind it applied" in done
+    statuses = sorted(x.status for x in letters(rig, name))
+    assert statuses == [deadletters.REPLAYED, deadletters.REPLAYED, deadletters.SKIPPED]
+    poison = parked.position
+    assert view(rig) == fold_wallets(r for r in rig.records() if r.position != poison)
+    save_wallets(rig, {"w3": [9]}, wallets=wallets)
+    worker(rig, Totals).run(until_caught_up=True)  # the stream flows again
+    assert view(rig) == fold_wallets(r for r in rig.records() if r.position != poison)
+
+
+def test_command_line_skips_and_shows_the_decision(rig: Rig) -> None:
+    name = unique("rb_cli_skip")
+    wallets: dict[str, RbWallet] = {}
+    save_wallets(rig, {f"w{i}": [i + 1] for i in range(4)}, wallets=wallets)
+    save_wallets(rig, {"w2": [POISON, 4]}, wallets=wallets)
+    broken = rig.env(RBTEST_NAME=name, RBTEST_POISON=str(POISON))
+
+    ran = rig.cli("projection", "run", APP, "--until-caught-up", env=broken)
+    assert ran.returncode == 1
+    [letter] = json.loads(rig.cli("projection", "deadletters", APP, "--json", env=broken).stdout)
+    assert letter["status"] == "stopped"
+
+    skip = ["projection", "skip", APP, "--id", str(letter["id"]), "--reason", "bad import"]
+    done = rig.cli(*skip, "--by", "ops", env=broken)
+    assert done.returncode == 0, done.stderr
+    assert "the worker goes on after it" in done.stdout
+    again = rig.cli(*skip, env=broken)
+    assert again.returncode == 1
+    assert "only parked, blocked and stopped ones can be skipped" in again.stderr
+
+    shown = rig.cli("projection", "status", APP, env=broken)
+    assert "1 skipped dead letter(s)" in shown.stdout
+    [letter] = json.loads(rig.cli("projection", "deadletters", APP, "--json", env=broken).stdout)
+    assert (letter["status"], letter["resolution"], letter["resolved_by"]) == (
+        "skipped",
+        "bad import",
+        "ops",
+    )
+    resumed = rig.cli("projection", "run", APP, "--until-caught-up", env=broken)
+    assert resumed.returncode == 0, resumed.stderr

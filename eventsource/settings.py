@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     # Embedded mode: where other contexts' stores live, so that a worker can
     # read their topics: EVENTSOURCE_STORES='{"orders": "sqlite:///orders.db"}'
     stores: dict[str, str] = Field(default_factory=dict)
+    # This worker process's name (a pod's, a systemd instance's): shown by
+    # status, used as Kafka's client.id, and, being stable across restarts,
+    # as its static group membership (group.instance.id), so that a restarted
+    # worker takes its partitions back at once instead of after the session
+    # timeout. Unset: <host>-<pid>, and dynamic membership.
+    worker_name: str | None = None
+    # How often a running worker writes its heartbeat (status calls a worker
+    # whose heartbeat is three intervals old unresponsive).
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
     # The `eventsource` command only: hold the garbage collector between
     # batches and shorten the GIL switch interval (see `eventsource.tuning`).
     tune_interpreter: bool = False

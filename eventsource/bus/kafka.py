@@ -27,6 +27,7 @@ from eventsource.bus.base import (
 )
 from eventsource.bus.config import ClientErrors, KafkaConfig
 from eventsource.errors import BrokerUnavailable, BusError, DecodeError
+from eventsource.retry import Outage
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +54,11 @@ class KafkaLogConsumer:
         self._assigned: set[TopicPartition] = set()
         self._partitions: dict[tuple[str, int], TopicPartition] = {}
         self._closed = False
+
+    @property
+    def outage(self) -> Outage:
+        """Whether the broker is reachable, as this consumer last saw it."""
+        return self._errors.outage
 
     # -- assignment ------------------------------------------------------------
 

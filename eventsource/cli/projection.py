@@ -18,6 +18,7 @@ from eventsource.cli.common import (
 )
 from eventsource.console import ProgressReport
 from eventsource.projections.runner import load_class
+from eventsource.projections.status import ConsumerStatus
 
 BATCH = click.IntRange(min=1)
 
@@ -84,7 +85,7 @@ def projection_status(
     names: tuple[str, ...], context: str | None, url: str | None, stores: str | None, as_json: bool
 ) -> None:
     """State, positions, end of log, lag per partition and the last error."""
-    from eventsource.console import print_json, print_table
+    from eventsource.console import print_json
     from eventsource.projections.runner import Runtime
     from eventsource.projections.status import status
 
@@ -94,30 +95,74 @@ def projection_status(
     results = []
     try:
         with Runtime(settings, read_only=True) as runtime:
+            sources = {ctx: runtime.store(ctx) for ctx in settings.store_urls()}
             for cls in classes:
-                results.append(status(cls, engine, runtime.log(f"{cls.name}.status")))
+                log = runtime.log(f"{cls.name}.status")
+                results.append(
+                    status(
+                        cls,
+                        engine,
+                        log,
+                        stores=sources,
+                        heartbeat_seconds=settings.heartbeat_seconds,
+                    )
+                )
     finally:
         engine.dispose()
     if as_json:
         print_json([r.as_dict() for r in results])
         return
     for r in results:
-        version = f"v{r.version}" if r.version is not None else "-"
-        stale = (
-            "" if r.version in (None, r.code_version) else f" (code: v{r.code_version}: rebuild)"
-        )
-        parked = f", {r.parked} parked event(s)" if r.parked else ""
-        for kind in ("stopped", "skipped"):
-            if r.dead_letters.get(kind):
-                parked += f", {r.dead_letters[kind]} {kind} dead letter(s)"
-        click.echo(f"{r.kind} {r.name} {version}{stale}: {r.status}, lag {r.lag:,}{parked}")
-        if r.last_error:
-            click.echo(f"  last error ({r.last_error_at}): {r.last_error}")
+        _show_status(r)
+
+
+def _show_status(r: ConsumerStatus) -> None:
+    from eventsource.console import print_table
+
+    version = f"v{r.version}" if r.version is not None else "-"
+    stale = "" if r.version in (None, r.code_version) else f" (code: v{r.code_version}: rebuild)"
+    state = r.status
+    if r.status == "running":
+        state += f" ({', '.join(r.live_members)})"
+    elif r.unresponsive_since is not None:
+        state += f" since {r.unresponsive_since.isoformat(timespec='seconds')}"
+    lag = f"lag {r.lag_events:,} events" if r.lag_events is not None else f"lag {r.lag:,}"
+    notes = f", {r.parked} parked event(s)" if r.parked else ""
+    for kind in ("stopped", "skipped"):
+        if r.dead_letters.get(kind):
+            notes += f", {r.dead_letters[kind]} {kind} dead letter(s)"
+    click.echo(f"{r.kind} {r.name} {version}{stale}: {state}, {lag}{notes}")
+    if r.retrying:
+        click.echo(f"  {r.retrying}")
+    for topic in r.missing_topics:
+        click.echo(f"  topic {topic} is missing: nothing relayed to it yet, or a misspelled name")
+    if r.last_error:
+        click.echo(f"  last error ({r.last_error_at}): {r.last_error}")
+    if r.members:
         print_table(
-            r.name,
-            ["topic", "partition", "offset", "end", "lag", "last position"],
-            [(p.topic, p.partition, p.offset, p.end, p.lag, p.last_position) for p in r.partitions],
+            f"{r.name}: workers",
+            ["worker", "host", "pid", "partitions", "applied", "heartbeat"],
+            [
+                (
+                    m.name,
+                    m.host,
+                    m.pid,
+                    " ".join(m.partitions),
+                    m.applied,
+                    m.heartbeat_at.isoformat(timespec="seconds")
+                    + ("" if m.name in r.live_members else " (stale)"),
+                )
+                for m in r.members
+            ],
         )
+    print_table(
+        r.name,
+        ["topic", "partition", "offset", "end", "lag", "events behind", "last position"],
+        [
+            (p.topic, p.partition, p.offset, p.end, p.lag, p.lag_events, p.last_position)
+            for p in r.partitions
+        ],
+    )
 
 
 @projection.command("reset")

@@ -109,6 +109,14 @@ def rebuild(
             " projections are rebuilt"
         )
     cls.check()
+    missing = [topic for topic in cls.topics if log_consumer.partitions(topic) == 0]
+    if missing:
+        # A misspelled topic (or one nothing was relayed to yet) would
+        # rebuild an empty view and swap it in over the live one.
+        raise ConfigurationError(
+            f"cannot rebuild {cls.name}: topic(s) {', '.join(missing)} do not exist on the log"
+            " (nothing relayed to them yet, or a misspelled name)"
+        )
     upgrade_schema(target)
     key = rebuild_key(cls.name)
     shadows = shadow_tables(cls)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 from eventsource.bus.base import LogConsumer
 from eventsource.errors import ConfigurationError
 from eventsource.projections.base import Consumer, Reactor
+from eventsource.projections.members import Identity
 from eventsource.projections.worker import BatchStats, Worker
 from eventsource.settings import Settings
 from eventsource.store.eventstore import EventStore
@@ -74,6 +75,7 @@ class Runtime:
         # Read-only: a store's database must exist already (SQLite would
         # create an empty file on connecting).
         self.read_only = read_only
+        self.identity = Identity.of_this_process(self.settings.worker_name)
         self._stores: dict[str, EventStore] = {}
         self._logs: list[LogConsumer] = []
 
@@ -123,9 +125,13 @@ class Runtime:
             from eventsource.bus.config import KafkaConfig
             from eventsource.bus.kafka import KafkaLogConsumer
 
+            options: dict[str, str] = {"client.id": self.identity.name}
+            if self.settings.worker_name:
+                options["group.instance.id"] = self.settings.worker_name
             consumer = KafkaLogConsumer(
                 KafkaConfig.from_settings(self.settings),
                 group_id=group_id(name, self.settings.topic_prefix),
+                **options,
             )
         self._logs.append(consumer)
         return consumer
@@ -134,10 +140,15 @@ class Runtime:
         """A worker for `cls` in this process's context."""
         own = self.store()
         log_consumer = self.log(cls.name)
-        if issubclass(cls, Reactor):
-            return Worker(cls(), log_consumer, store=own, batch_size=batch_size)
         return Worker(
-            cls(), log_consumer, engine=own.engine, codec=own.codec, batch_size=batch_size
+            cls(),
+            log_consumer,
+            store=own if issubclass(cls, Reactor) else None,
+            engine=None if issubclass(cls, Reactor) else own.engine,
+            codec=own.codec,
+            batch_size=batch_size,
+            identity=self.identity,
+            heartbeat_seconds=self.settings.heartbeat_seconds,
         )
 
     def close(self) -> None:

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Table
@@ -23,13 +24,14 @@ from sqlalchemy import Engine, Table
 from eventsource.bus.base import LogConsumer, TopicPartition
 from eventsource.errors import PoisonEvent, ProjectionVersionMismatch
 from eventsource.events.codec import EventCodec
-from eventsource.projections import deadletters, positions, upkeep
+from eventsource.projections import deadletters, members, positions, upkeep
 from eventsource.projections.assignment import Assignment
 from eventsource.projections.base import Consumer, Reactor
 from eventsource.projections.batch import Batches, BatchStats
 from eventsource.projections.context import WorkerContext
 from eventsource.projections.failures import FailurePolicy
 from eventsource.projections.inbox import Inbox
+from eventsource.projections.members import HEARTBEAT_SECONDS, Identity
 from eventsource.projections.pipeline import CommitPipeline
 from eventsource.projections.positions import Position
 from eventsource.projections.tables import create_missing
@@ -77,6 +79,8 @@ class Worker:
         check_version: bool = True,
         cache_rows: int | None = None,
         start_at: str | None = None,
+        identity: Identity | None = None,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
     ) -> None:
         self.context = WorkerContext.build(
             consumer,
@@ -98,6 +102,9 @@ class Worker:
         self.name = self.context.name
         self.key = self.context.key
         self.check_version = check_version
+        self.identity = identity or Identity.of_this_process()
+        self.heartbeat_seconds = heartbeat_seconds
+        self._beaten = 0.0
         self._held: dict[TopicPartition, Position] = {}
         self._stop = threading.Event()
         # One outage at a time: the database or the broker is away. Every
@@ -159,6 +166,8 @@ class Worker:
                 raise ProjectionVersionMismatch(self.name, stored, cls.version)
             positions.set_status(conn, self.key, "running", clear_error=True)
             self.batches.stopped_on = deadletters.has_stopped(conn, self.key)
+            stale = timedelta(seconds=self.heartbeat_seconds * members.STALE_AFTER * 10)
+            members.prune(conn, self.key, older_than=stale)
         self.consumer.setup()
         self.log.subscribe(list(cls.topics), self.assignment.assigned, self.assignment.revoked)
         self._started = True
@@ -208,6 +217,7 @@ class Worker:
             finally:
                 self._end_run()
             self._record_status("stopped")
+            self._leave()
             return self.applied - before
 
     def _loop(
@@ -232,6 +242,7 @@ class Worker:
             if attempt:
                 attempt = 0
                 self.retry.recovered()
+            self._beat()
             if on_batch is not None:
                 on_batch(self, stats)
             if stats.messages == 0 and until_caught_up and self.log.caught_up():
@@ -314,13 +325,42 @@ class Worker:
     def _settle_quietly(self) -> None:
         self._settle(reapply=False)
 
+    def _beat(self) -> None:
+        """Refresh this worker's heartbeat row when it is due (between batches,
+        on this thread: a worker stuck in a batch stops beating)."""
+        now = time.monotonic()
+        if now - self._beaten < self.heartbeat_seconds:
+            return
+        self._beaten = now
+        outage = self.outage if self.outage.active else getattr(self.log, "outage", None)
+        if outage is not None and not outage.active:
+            outage = None
+        with self.context.transaction() as conn:
+            members.beat(
+                conn,
+                self.key,
+                self.identity,
+                partitions=list(self._held),
+                applied=self.applied,
+                retrying_since=outage.since if outage else None,
+                retry_reason=outage.reason if outage else None,
+            )
+
+    def _leave(self) -> None:
+        try:
+            with self.context.transaction() as conn:
+                members.leave(conn, self.key, self.identity)
+        except Exception as failure:
+            log.warning("%s %s: cannot remove its heartbeat: %s", self.kind, self.name, failure)
+
     def _record_failure(self, exc: BaseException) -> None:
-        """Say in the status row why the worker stopped."""
-        if isinstance(exc, ProjectionVersionMismatch | PoisonEvent) or not isinstance(
-            exc, Exception
-        ):
-            return  # recorded already; another version's row; or an interrupt
-        self._record_status("failed", error=f"{type(exc).__name__}: {exc}")
+        """Say in the status row why the worker stopped, and leave."""
+        if not isinstance(exc, Exception):
+            return  # an interrupt: the process is going away anyway
+        if not isinstance(exc, ProjectionVersionMismatch | PoisonEvent):
+            # (A poison event recorded itself; another version's row is not ours.)
+            self._record_status("failed", error=f"{type(exc).__name__}: {exc}")
+        self._leave()
 
     def _record_status(self, status: str, *, error: str | None = None) -> None:
         """Best effort, one attempt: the database may be what failed, and a

@@ -8,6 +8,7 @@ from eventsource.aggregates import Repository as Repository
 from eventsource.aggregates import caused_by as caused_by
 from eventsource.aggregates import on as on
 from eventsource.errors import AggregateNotFound as AggregateNotFound
+from eventsource.errors import BrokerUnavailable as BrokerUnavailable
 from eventsource.errors import ConcurrencyError as ConcurrencyError
 from eventsource.errors import ConfigurationError as ConfigurationError
 from eventsource.errors import DecodeError as DecodeError
@@ -18,6 +19,8 @@ from eventsource.errors import IncompatibleSchema as IncompatibleSchema
 from eventsource.errors import InvalidAggregateId as InvalidAggregateId
 from eventsource.errors import MissingHandler as MissingHandler
 from eventsource.errors import StoreError as StoreError
+from eventsource.errors import StoreMismatch as StoreMismatch
+from eventsource.errors import StoreUnavailable as StoreUnavailable
 from eventsource.errors import UnknownEventType as UnknownEventType
 from eventsource.events import Event as Event
 from eventsource.events import StoredEvent as StoredEvent
@@ -41,6 +44,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Aggregate",
     "AggregateNotFound",
+    "BrokerUnavailable",
     "ConcurrencyError",
     "ConfigurationError",
     "Deadline",
@@ -59,6 +63,8 @@ __all__ = [
     "Repository",
     "Settings",
     "StoreError",
+    "StoreMismatch",
+    "StoreUnavailable",
     "StoredEvent",
     "TumblingWindow",
     "UnknownEventType",

@@ -16,6 +16,7 @@
     ├── BusError                             the log (Kafka or embedded) failed
     │   ├── BrokerUnavailable                Kafka cannot be reached for now: retried
     │   ├── RelayFenced                      another relay took over the same store
+    │   ├── StoreMismatch                    the topics were written by another store
     │   ├── TopicConfigError                 a topic exists with unsafe settings
     │   └── KafkaAuthenticationError         login or TLS certificates refused, either way
     └── ProjectionError
@@ -189,6 +190,24 @@ class BrokerUnavailable(BusError):
 
 class RelayFenced(BusError):
     """A newer relay with the same transactional id took over; this one must stop."""
+
+
+class StoreMismatch(BusError):
+    """The context's topics on Kafka were written by another store, or hold
+    more than this store has: the relay refuses before it fences anything.
+
+    `found` are the store ids on the topics' last messages, `kafka_position`
+    the highest position they hold, `head` this store's.
+    """
+
+    def __init__(
+        self, reason: str, *, store_id: str, found: set[str], kafka_position: int, head: int
+    ) -> None:
+        self.store_id = store_id
+        self.found = found
+        self.kafka_position = kafka_position
+        self.head = head
+        super().__init__(reason)
 
 
 class KafkaAuthenticationError(BusError):

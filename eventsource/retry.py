@@ -167,6 +167,13 @@ class RetryPolicy:
         return random.uniform(min(self.base, ceiling), ceiling)
 
 
+def loggable(error: BaseException | str) -> str:
+    """An error's first line: what failed, without the statement, its
+    parameters or the database's DETAIL (which quotes the failing row)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def _reason(error: BaseException) -> str:
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigEntry, ConfigResource, NewTopic
 
-from eventsource.bus.config import KafkaConfig, kafka_error
-from eventsource.errors import BusError, TopicConfigError
+from eventsource.bus.config import ClientErrors, KafkaConfig, kafka_error
+from eventsource.errors import BrokerUnavailable, BusError, TopicConfigError
 
 log = logging.getLogger(__name__)
 
@@ -25,22 +25,36 @@ STORE_TOPIC_CONFIG = {
     "cleanup.policy": "delete",
 }
 _TIMEOUT = 30.0
+# How long one metadata request may wait before the error callback is looked at.
+_REFUSAL_CHECK = 2.0
 
 
 class TopicAdmin:
     """Creates store topics on demand and refuses unsafe existing ones."""
 
-    def __init__(self, config: KafkaConfig) -> None:
+    def __init__(self, config: KafkaConfig, *, client: str = "relay") -> None:
         self.config = config
-        self._admin = AdminClient(config.client())
+        self.client = client  # who uses it, for the messages of a refused login
+        self._errors = ClientErrors(f"Kafka admin ({client})")
+        self._admin = AdminClient(config.client(error_cb=self._errors))
         self._checked: set[str] = set()
 
     def list_topics(self, prefix: str = "") -> dict[str, int]:
         """Topic name -> partition count, for topics starting with `prefix`."""
-        try:
-            metadata = self._admin.list_topics(timeout=_TIMEOUT)
-        except KafkaException as exc:
-            raise BusError(f"cannot list Kafka topics: {exc}") from exc
+        deadline = time.monotonic() + _TIMEOUT
+        while True:
+            try:
+                metadata = self._admin.list_topics(timeout=_REFUSAL_CHECK)
+                break
+            except KafkaException as exc:
+                # A refused login or certificate shows in the error callback,
+                # which runs inside poll: it is final; anything else may pass.
+                self._admin.poll(0)
+                self._errors.raise_if_refused(self.client)
+                if time.monotonic() >= deadline:
+                    reason = kafka_error(exc).str()
+                    raise BrokerUnavailable(f"cannot list Kafka topics: {reason}") from exc
+        self._errors.recovered()
         return {
             name: len(topic.partitions)
             for name, topic in metadata.topics.items()

@@ -266,7 +266,13 @@ class KafkaLogConsumer:
 
 
 def last_position(consumer: Consumer, topic: str, partition: int) -> int:
-    """The global position of the last committed event in one partition (0 if none).
+    """The global position of the last committed event in one partition (0 if none)."""
+    return last_committed(consumer, topic, partition)[0]
+
+
+def last_committed(consumer: Consumer, topic: str, partition: int) -> tuple[int, str | None]:
+    """The global position of the last committed event in one partition (0 if
+    none), and the id of the store that wrote it (None if unknown).
 
     Reads backwards in growing windows, because the tail may be aborted
     messages or control records that `read_committed` hides.
@@ -275,7 +281,7 @@ def last_position(consumer: Consumer, topic: str, partition: int) -> int:
     try:
         low, high = consumer.get_watermark_offsets(tp, timeout=_TAIL_TIMEOUT, cached=False)
     except KafkaException as exc:
-        raise BusError(f"cannot read the end of {topic}[{partition}]: {exc}") from exc
+        raise BrokerUnavailable(f"cannot read the end of {topic}[{partition}]: {exc}") from exc
     window = 16
     end = high
     while end > low:
@@ -285,14 +291,14 @@ def last_position(consumer: Consumer, topic: str, partition: int) -> int:
             return found
         end = start
         window *= 4
-    return 0
+    return 0, None
 
 
 def _last_in_range(
     consumer: Consumer, topic: str, partition: int, start: int, end: int
-) -> int | None:
+) -> tuple[int, str | None] | None:
     consumer.assign([KafkaTopicPartition(topic, partition, start)])
-    last: int | None = None
+    last: tuple[int, str | None] | None = None
     deadline = time.monotonic() + _TAIL_TIMEOUT
     while time.monotonic() < deadline:
         message = consumer.poll(1.0)
@@ -308,10 +314,11 @@ def _last_in_range(
         offset = message.offset()
         if offset is None or offset >= end:
             break
-        position = wire.position_of(message.headers())
+        headers = message.headers()
+        position = wire.position_of(headers)
         if position is not None:
-            last = position
+            last = (position, wire.store_of(headers))
     else:
-        raise BusError(f"timed out reading the tail of {topic}[{partition}]")
+        raise BrokerUnavailable(f"timed out reading the tail of {topic}[{partition}]")
     consumer.unassign()
     return last

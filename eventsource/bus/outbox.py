@@ -28,6 +28,7 @@ from eventsource.bus.wire import (
     H_OCCURRED,
     H_POSITION,
     H_SCHEMA,
+    H_STORE,
     H_TYPE,
     H_VERSION,
 )
@@ -97,12 +98,14 @@ class OutgoingMessage(NamedTuple):
 
 
 def read_messages(store: EventStore, after: int, limit: int) -> list[OutgoingMessage]:
-    """Up to `limit` events after global position `after`, as Kafka messages, in order."""
+    """Up to `limit` events after global position `after`, as Kafka messages, in
+    order, each stamped with the store's identity."""
+    identity = store.identity()
     with read_transaction(store.engine) as conn:
-        return _read(conn, after, limit)
+        return _read(conn, after, limit, identity)
 
 
-def _read(conn: Connection, after: int, limit: int) -> list[OutgoingMessage]:
+def _read(conn: Connection, after: int, limit: int, identity: str) -> list[OutgoingMessage]:
     parameters = {"after": after, "limit": limit}
     rows: Sequence[Sequence[Any]]
     if conn.dialect.name == "sqlite":
@@ -117,10 +120,10 @@ def _read(conn: Connection, after: int, limit: int) -> list[OutgoingMessage]:
             rows = sorted(rows, key=itemgetter(0))
     else:
         rows = fetch_raw(conn, _POSTGRES, parameters)
-    return _messages(rows)
+    return _messages(rows, identity)
 
 
-def _messages(rows: Iterable[Sequence[Any]]) -> list[OutgoingMessage]:
+def _messages(rows: Iterable[Sequence[Any]], identity: str) -> list[OutgoingMessage]:
     out: list[OutgoingMessage] = []
     append = out.append
     for (
@@ -159,6 +162,7 @@ def _messages(rows: Iterable[Sequence[Any]]) -> list[OutgoingMessage]:
                 headers[H_CORRELATION] = correlation
             if causation:
                 headers[H_CAUSATION] = causation
+        headers[H_STORE] = identity
         # The tuple itself: `OutgoingMessage(...)` is a Python-level call per event.
         append(_new(OutgoingMessage, (position, aggregate_type, key, value, headers, timestamp)))
     return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,9 +25,10 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from sqlalchemy.exc import DBAPIError
 
+from eventsource.bus import relay_status
 from eventsource.bus.admin import TopicAdmin
 from eventsource.bus.config import ClientErrors, KafkaConfig, kafka_error
-from eventsource.bus.kafka import last_position
+from eventsource.bus.kafka import last_committed
 from eventsource.bus.outbox import OutgoingMessage, read_messages
 from eventsource.errors import (
     BrokerUnavailable,
@@ -34,8 +36,10 @@ from eventsource.errors import (
     KafkaAuthenticationError,
     RelayFenced,
     StoreError,
+    StoreMismatch,
     TopicConfigError,
 )
+from eventsource.identity import Identity
 from eventsource.retry import RetryPolicy, is_transient
 from eventsource.store.eventstore import EventStore
 
@@ -90,6 +94,8 @@ class Relay:
         max_backoff: float = 10.0,
         stop: threading.Event | None = None,
         timeout: float | None = None,
+        identity: Identity | None = None,
+        heartbeat_seconds: float = relay_status.HEARTBEAT_SECONDS,
     ) -> None:
         self.store = store
         self.kafka = kafka
@@ -107,6 +113,9 @@ class Relay:
         self.retry = RetryPolicy(
             f"relay {store.context}", stop=stop, cap=max_backoff, deadline=timeout, logger=log
         )
+        self.identity = identity or Identity.of_this_process()
+        self.heartbeat_seconds = heartbeat_seconds
+        self._beaten = 0.0
         self.position = 0
         self.relayed = 0
         self._producer: Producer | None = None
@@ -132,7 +141,9 @@ class Relay:
     # -- start-up --------------------------------------------------------------
 
     def start(self) -> int:
-        """Fence any older relay, then find the last event already on Kafka."""
+        """Check that the topics are this store's, fence any older relay, then
+        find the last event already on Kafka."""
+        self.check_store()
         self._errors = ClientErrors(f"relay {self.transactional_id}")
         producer = Producer(self.kafka.producer(self.transactional_id, error_cb=self._errors))
         self._call(
@@ -149,23 +160,60 @@ class Relay:
         return self.position
 
     def _recover(self) -> int:
+        return max((position for position, _ in self.tails()), default=0)
+
+    def tails(self) -> list[tuple[int, str | None]]:
+        """The last committed event of each of the context's partitions: its
+        position and the id of the store that wrote it."""
         topics = self.admin.list_topics(self.kafka.physical(f"{self.store.context}."))
         if not topics:
-            return 0
+            return []
         consumer = Consumer(
             self.kafka.consumer(f"eventsource-relay-recovery-{uuid.uuid4().hex[:12]}")
         )
         try:
-            return max(
-                (
-                    last_position(consumer, topic, p)
-                    for topic, n in topics.items()
-                    for p in range(n)
-                ),
-                default=0,
-            )
+            return [
+                last_committed(consumer, topic, p) for topic, n in topics.items() for p in range(n)
+            ]
         finally:
             consumer.close()
+
+    def check_store(self) -> None:
+        """Refuse, before anything is fenced, to relay a store into topics that
+        another store wrote, or that hold more than this store has.
+
+        A relay pointed at the wrong database (a typo, an implicit default)
+        would otherwise fence the live relay of the real store, and compare
+        its positions with another store's.
+        """
+        identity = self.retry.call(self.store.identity)
+        head = self.retry.call(self.store.head_position)
+        tails = self.retry.call(self.tails)
+        found = {store for _, store in tails if store is not None}
+        on_kafka = max((position for position, _ in tails), default=0)
+        where = f"{self.kafka.physical(self.store.context)}.*"
+        others = ", ".join(sorted(found - {identity}))
+        if on_kafka > head:
+            writer = f" (written by store {others})" if others else ""
+            raise StoreMismatch(
+                f"topics {where}{writer} hold events up to position {on_kafka}, but"
+                f" {self.store!r} (store {identity}) ends at position {head}: it is not the"
+                " store that wrote them, or it lost events; nothing was fenced",
+                store_id=identity,
+                found=found,
+                kafka_position=on_kafka,
+                head=head,
+            )
+        if others:
+            raise StoreMismatch(
+                f"topics {where} were written by store {others}, but this relay reads store"
+                f" {identity} ({self.store!r}); nothing was fenced. If the context moved to"
+                " this database on purpose, run `eventsource relay adopt`",
+                store_id=identity,
+                found=found,
+                kafka_position=on_kafka,
+                head=head,
+            )
 
     # -- relaying --------------------------------------------------------------
 
@@ -195,16 +243,47 @@ class Relay:
                 if not _passing(exc):
                     raise
                 attempt += 1
+                self._beat()  # the store may be up while the broker is away: say so
                 self.retry.failed(exc, attempt)
                 continue
             if attempt:
                 attempt = 0
                 self.retry.recovered()
+            self._beat()
             if count == 0:
                 if until_caught_up:
                     break
                 stop.wait(self.poll_interval)
+        self._leave()
         return self.relayed - relayed_before
+
+    def _beat(self) -> None:
+        """Refresh the relay's heartbeat row, when due (best effort: a store
+        that is away is the outage being reported already)."""
+        now = time.monotonic()
+        if now - self._beaten < self.heartbeat_seconds:
+            return
+        self._beaten = now
+        outage = self.retry.outage if self.retry.outage.active else self._errors.outage
+        try:
+            with self.store.transaction(lock_first=False) as conn:
+                relay_status.beat(
+                    conn,
+                    self.identity,
+                    transactional_id=self.transactional_id,
+                    position=self.position,
+                    relayed=self.relayed,
+                    outage=outage,
+                )
+        except StoreError:
+            pass
+
+    def _leave(self) -> None:
+        try:
+            with self.store.transaction(lock_first=False) as conn:
+                relay_status.leave(conn, self.identity)
+        except StoreError as exc:
+            log.warning("relay: cannot remove its heartbeat: %s", exc)
 
     def relay_batch(self) -> int:
         """Publish the next batch in one Kafka transaction; return its size."""
@@ -346,6 +425,6 @@ def _passing(exc: Exception) -> bool:
     error restarts the producer); fencing, unsafe topics, a refused login
     and a database that refuses us for good do not.
     """
-    if isinstance(exc, RelayFenced | TopicConfigError | KafkaAuthenticationError):
+    if isinstance(exc, RelayFenced | TopicConfigError | KafkaAuthenticationError | StoreMismatch):
         return False
     return is_transient(exc) or isinstance(exc, BusError)

@@ -16,6 +16,7 @@ headers  (UTF-8 strings)
   es-occurred-at     ISO 8601 UTC, microseconds
   es-correlation-id  UUID (absent when none)
   es-causation-id    UUID (absent when none)
+  es-store           the id of the store that wrote it (see `EventStore.identity`)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ H_POSITION = "es-position"
 H_OCCURRED = "es-occurred-at"
 H_CORRELATION = "es-correlation-id"
 H_CAUSATION = "es-causation-id"
+H_STORE = "es-store"
 
 Headers = list[tuple[str, str | bytes]]
 _CONTENT = (H_CONTENT_TYPE, CONTENT_TYPE)
@@ -61,6 +63,7 @@ def headers(  # noqa: PLR0917 - the header values, positional: one call per even
     correlation_id: str | None,
     causation_id: str | None,
     /,
+    store_id: str | None = None,
 ) -> Headers:
     """The headers of an event's message, all as text (`occurred_at` in ISO 8601);
     librdkafka writes text as UTF-8."""
@@ -79,11 +82,14 @@ def headers(  # noqa: PLR0917 - the header values, positional: one call per even
         out.append((H_CORRELATION, correlation_id))
     if causation_id:
         out.append((H_CAUSATION, causation_id))
+    if store_id:
+        out.append((H_STORE, store_id))
     return out
 
 
-def encode(record: StoredEvent) -> tuple[bytes, bytes, Headers, int]:
-    """`(key, value, headers, timestamp_ms)` of the Kafka message for `record`."""
+def encode(record: StoredEvent, store_id: str | None = None) -> tuple[bytes, bytes, Headers, int]:
+    """`(key, value, headers, timestamp_ms)` of the Kafka message for `record`
+    (written by the store `store_id`)."""
     text = headers(
         record.event_type,
         str(record.schema_version),
@@ -94,6 +100,7 @@ def encode(record: StoredEvent) -> tuple[bytes, bytes, Headers, int]:
         str(record.position),
         record.occurred_at.isoformat(timespec="microseconds"),
         *metadata_ids(record.metadata),
+        store_id=store_id,
     )
     encoded: Headers = [(name, str(value).encode()) for name, value in text]
     timestamp = milliseconds(record.occurred_at)
@@ -195,7 +202,7 @@ def _in_our_order(headers: list[tuple[str, bytes]]) -> _Fields | None:
     (every message the relay published), else None: one tuple comparison
     instead of a dict and eleven lookups per message."""
     count = len(headers)
-    if count < 9 or count > 11:
+    if count < 9 or count > 12:
         return None
     (
         (n0, content_type),
@@ -211,11 +218,16 @@ def _in_our_order(headers: list[tuple[str, bytes]]) -> _Fields | None:
     if (n0, n1, n2, n3, n4, n5, n6, n7, n8) != _OUR_ORDER:
         return None
     correlation = causation = None
+    store = None
     for name, text in headers[9:]:
+        if store is not None:
+            return None  # the store's id comes last
         if name == H_CORRELATION and correlation is None and causation is None:
             correlation = text
         elif name == H_CAUSATION and causation is None:
             causation = text
+        elif name == H_STORE:
+            store = text
         else:
             return None
     return (
@@ -294,6 +306,15 @@ def milliseconds(moment: datetime) -> int:
     """Whole milliseconds since the Unix epoch, exactly (`timestamp() * 1000` is a
     float that can land just below a whole millisecond)."""
     return (moment - _EPOCH) // _MILLISECOND
+
+
+def store_of(headers: list[tuple[str, bytes]] | None) -> str | None:
+    """The id of the store that wrote a message (None for messages relayed
+    before stores had ids)."""
+    for name, value in headers or ():
+        if name == H_STORE:
+            return value.decode(errors="replace")
+    return None
 
 
 def position_of(headers: list[tuple[str, bytes]] | None) -> int | None:

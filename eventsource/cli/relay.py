@@ -6,13 +6,15 @@ import click
 
 from eventsource.cli.common import (
     announce,
+    existing_engine,
     interpreter_tuning,
     require_database,
     settings_from,
     stop_on_signals,
 )
 from eventsource.console import ProgressReport
-from eventsource.errors import ConfigurationError
+from eventsource.errors import ConfigurationError, StoreMismatch
+from eventsource.identity import Identity
 from eventsource.store.eventstore import EventStore
 
 ONCE_TIMEOUT = 60.0
@@ -66,6 +68,8 @@ def relay_run(
             batch_size=batch_size,
             stop=stop,
             timeout=timeout if timeout is not None else (ONCE_TIMEOUT if once else None),
+            identity=Identity.of_this_process(settings.worker_name),
+            heartbeat_seconds=settings.heartbeat_seconds,
         ) as relayer,
         interpreter_tuning(settings) as tuning,
     ):
@@ -84,3 +88,89 @@ def relay_run(
     click.echo(
         f"relayed {relayer.relayed} events; Kafka holds the store up to position {relayer.position}"
     )
+
+
+@relay.command("status")
+@click.option("--url", help="The store's database URL (default: EVENTSOURCE_DATABASE_URL).")
+@click.option("--context", help="The store's bounded context (default: EVENTSOURCE_CONTEXT).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def relay_status_command(url: str | None, context: str | None, as_json: bool) -> None:
+    """The store's head, what Kafka holds of it, the backlog and the relays."""
+    from eventsource.bus.config import KafkaConfig
+    from eventsource.bus.relay import Relay
+    from eventsource.bus.relay_status import relay_status
+    from eventsource.console import print_json, print_table
+
+    settings = settings_from(url, context)
+    existing_engine(settings, needs="events").dispose()
+    kafka = KafkaConfig.from_settings(settings)
+    with (
+        EventStore(settings.database_url, context=settings.context) as store,
+        Relay(store, kafka, timeout=ONCE_TIMEOUT) as relayer,
+    ):
+        report = relay_status(
+            store, relayer.retry.call(relayer.tails), heartbeat_seconds=settings.heartbeat_seconds
+        )
+    if as_json:
+        print_json(report.as_dict())
+        return
+    click.echo(
+        f"relay of {report.context} (store {report.store_id}): {report.status};"
+        f" store head {report.head}, on Kafka up to {report.on_kafka},"
+        f" backlog {report.backlog:,} events"
+    )
+    if report.retrying:
+        click.echo(f"  {report.retrying}")
+    if report.foreign_stores:
+        click.echo(f"  the topics were written by other stores: {', '.join(report.foreign_stores)}")
+    if report.relays:
+        print_table(
+            "relays",
+            ["relay", "host", "pid", "position", "relayed", "heartbeat"],
+            [
+                (
+                    r.name,
+                    r.host,
+                    r.pid,
+                    r.position,
+                    r.relayed,
+                    r.heartbeat_at.isoformat(timespec="seconds") + ("" if r.fresh else " (stale)"),
+                )
+                for r in report.relays
+            ],
+        )
+
+
+@relay.command("adopt")
+@click.option("--url", help="The new store's database URL (default: EVENTSOURCE_DATABASE_URL).")
+@click.option("--context", help="The store's bounded context (default: EVENTSOURCE_CONTEXT).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def relay_adopt(url: str | None, context: str | None, yes: bool) -> None:
+    """Make this store the one that writes the context's topics (a deliberate move
+    to a new database that holds every event already on Kafka)."""
+    from eventsource.bus.config import KafkaConfig
+    from eventsource.bus.relay import Relay
+
+    settings = settings_from(url, context)
+    existing_engine(settings, needs="events").dispose()
+    kafka = KafkaConfig.from_settings(settings)
+    with (
+        EventStore(settings.database_url, context=settings.context) as store,
+        Relay(store, kafka, timeout=ONCE_TIMEOUT) as relayer,
+    ):
+        try:
+            relayer.check_store()
+        except StoreMismatch as mismatch:
+            if mismatch.kafka_position > mismatch.head:
+                raise  # it lacks events that are on Kafka: not the same history
+            [previous] = sorted(mismatch.found - {mismatch.store_id})
+            if not yes:
+                click.confirm(
+                    f"Make {store!r} the store of {store.context}'s topics, in place of store"
+                    f" {previous}?",
+                    abort=True,
+                )
+            store.adopt_identity(previous)
+            click.echo(f"{store.context}: this store now carries the identity {previous}")
+            return
+    click.echo(f"{store.context}: the topics are this store's already; nothing to adopt")

@@ -23,7 +23,7 @@ from eventsource.projections import deadletters, positions
 from eventsource.projections.assignment import Assignment
 from eventsource.projections.batch import Batches, BatchStats, HandlerFailed
 from eventsource.projections.transient import TRANSIENT
-from eventsource.retry import RetryPolicy
+from eventsource.retry import RetryPolicy, loggable
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,9 @@ class FailurePolicy:
         """Wait before the next attempt; False if the worker is asked to stop meanwhile."""
         context = self.batches.context
         delay = min(self.retry_backoff * 2 ** (attempt - 1), self.MAX_BACKOFF)
-        log.warning("%s %s: %s; retrying in %.1f s", context.kind, context.name, reason, delay)
+        log.warning(
+            "%s %s: %s; retrying in %.1f s", context.kind, context.name, loggable(reason), delay
+        )
         return not self.retry.stop.wait(delay)
 
     def _poison(self, message: LogMessage, error: BaseException) -> None:
@@ -162,7 +164,7 @@ class FailurePolicy:
                 deadletters.park(conn, context.key, message, text, deadletters.PARKED)
                 advanced = positions.advance(conn, context.key, self.batches.moves([message]))
             held.update(advanced)
-            log.error("%s; parked it, its stream waits behind it", poison)
+            log.error("%s; parked it, its stream waits behind it", loggable(poison))
             return
         with context.transaction() as conn:
             # A worker whose position moved on (a rebuild swapped in another

@@ -9,9 +9,7 @@ reads these rows instead of trusting a stored "running" flag.
 
 from __future__ import annotations
 
-import os
-import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +17,7 @@ import orjson
 from sqlalchemy import Connection, and_, delete, select
 
 from eventsource.bus.base import TopicPartition
+from eventsource.identity import Identity
 from eventsource.projections.tables import members
 from eventsource.store.engine import upsert_into
 
@@ -26,22 +25,6 @@ members_table_name = members.name
 HEARTBEAT_SECONDS = 5.0
 # A heartbeat older than this many intervals means the worker is not looping.
 STALE_AFTER = 3
-
-
-@dataclass(frozen=True)
-class Identity:
-    """A worker process as operators name it: `name` (also its Kafka `client.id`)."""
-
-    name: str
-    host: str = field(default_factory=socket.gethostname)
-    pid: int = field(default_factory=os.getpid)
-    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    @classmethod
-    def of_this_process(cls, name: str | None = None) -> Identity:
-        """`name` (say a pod's name), or `<host>-<pid>`."""
-        host = socket.gethostname()
-        return cls(name=name or f"{host}-{os.getpid()}", host=host)
 
 
 @dataclass(frozen=True)

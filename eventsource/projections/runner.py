@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 
 from eventsource.bus.base import LogConsumer
 from eventsource.errors import ConfigurationError
+from eventsource.identity import Identity
 from eventsource.projections.base import Consumer, Reactor
-from eventsource.projections.members import Identity
 from eventsource.projections.worker import BatchStats, Worker
 from eventsource.settings import Settings
 from eventsource.store.eventstore import EventStore

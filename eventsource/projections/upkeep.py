@@ -18,6 +18,7 @@ from eventsource.errors import ConfigurationError, DecodeError
 from eventsource.projections import deadletters, deadlines, positions
 from eventsource.projections.context import WorkerContext
 from eventsource.projections.reaction import Reaction
+from eventsource.retry import loggable
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def _move_past(conn: Connection, context: WorkerContext, letter: deadletters.Dea
 
 def _failed_again(context: WorkerContext, letter: deadletters.DeadLetter, exc: Exception) -> bool:
     context.view.rollback()
-    log.warning("replay of %s failed again: %s", letter.stream_id or letter.id, exc)
+    log.warning("replay of %s failed again: %s", letter.stream_id or letter.id, loggable(exc))
     with context.transaction() as conn:
         deadletters.note_error(conn, letter, f"{type(exc).__name__}: {exc}")
     return False
@@ -189,7 +190,7 @@ def fire_deadlines(context: WorkerContext, now: datetime | None = None) -> int:
                 reaction.flush()
         except Exception as exc:
             context.view.rollback()
-            log.warning("deadline %s/%s failed: %s", item.name, item.key, exc)
+            log.warning("deadline %s/%s failed: %s", item.name, item.key, loggable(exc))
             with context.transaction() as conn:
                 deadlines.postpone(
                     conn,

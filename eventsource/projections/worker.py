@@ -24,6 +24,7 @@ from sqlalchemy import Engine, Table
 from eventsource.bus.base import LogConsumer, TopicPartition
 from eventsource.errors import PoisonEvent, ProjectionVersionMismatch
 from eventsource.events.codec import EventCodec
+from eventsource.identity import Identity
 from eventsource.projections import deadletters, members, positions, upkeep
 from eventsource.projections.assignment import Assignment
 from eventsource.projections.base import Consumer, Reactor
@@ -31,7 +32,7 @@ from eventsource.projections.batch import Batches, BatchStats
 from eventsource.projections.context import WorkerContext
 from eventsource.projections.failures import FailurePolicy
 from eventsource.projections.inbox import Inbox
-from eventsource.projections.members import HEARTBEAT_SECONDS, Identity
+from eventsource.projections.members import HEARTBEAT_SECONDS
 from eventsource.projections.pipeline import CommitPipeline
 from eventsource.projections.positions import Position
 from eventsource.projections.tables import create_missing

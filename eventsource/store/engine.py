@@ -62,7 +62,9 @@ def create_engine(
                 f"unsupported database {parsed.get_backend_name()!r} in"
                 f" {parsed.render_as_string(hide_password=True)}: use sqlite or postgresql"
             )
-        options: dict[str, Any] = {"echo": echo, **engine_options}
+        # Bound parameters are row data, possibly personal: never in an
+        # error's message, so never in a log line.
+        options: dict[str, Any] = {"echo": echo, "hide_parameters": True, **engine_options}
         if parsed.get_backend_name() == "sqlite":
             if parsed.database in (None, "", ":memory:"):
                 # One shared connection, or every thread would see its own empty database.

@@ -76,6 +76,7 @@ class EventStore:
         self.engine: Engine = create_engine(url, sqlite_synchronous=sqlite_synchronous)
         self.codec = EventCodec(registry, max_event_bytes=max_event_bytes)
         self._owns_engine = not isinstance(url, Engine)
+        self._identity: str | None = None
 
     def __repr__(self) -> str:
         url = self.engine.url.render_as_string(hide_password=True)
@@ -219,6 +220,31 @@ class EventStore:
             return int(connection.execute(statement).scalar_one())
         with read_transaction(self.engine) as conn:
             return int(conn.execute(statement).scalar_one())
+
+    def identity(self) -> str:
+        """This store's id: made at random with its tables, stamped by the relay
+        on every message, so that topics know which store wrote them."""
+        if self._identity is None:
+            with read_transaction(self.engine) as conn:
+                found = conn.execute(select(schema.store_identity.c.id)).scalar()
+            if found is None:
+                raise StoreError(
+                    f"{self!r} has no identity: its tables are older than this version;"
+                    " run `eventsource db upgrade`"
+                )
+            self._identity = str(found)
+        return self._identity
+
+    def adopt_identity(self, identity: str) -> None:
+        """Take another store's identity: this database now carries the context
+        whose topics that store wrote (a deliberate move to a new database;
+        see the deployment guide)."""
+        with self.transaction() as conn:
+            conn.execute(schema.store_identity.delete())
+            conn.execute(
+                schema.store_identity.insert().values(id=identity, created_at=datetime.now(UTC))
+            )
+        self._identity = identity
 
     def stream_versions(
         self, stream_ids: Iterable[str], *, connection: Connection | None = None

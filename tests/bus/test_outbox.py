@@ -30,9 +30,12 @@ class OutboxNote(Aggregate, type_name="outbox_note"):
         self.count += 1
 
 
-def assert_sent_as_encoded(record: StoredEvent, message: OutgoingMessage) -> None:
+def assert_sent_as_encoded(
+    record: StoredEvent, message: OutgoingMessage, store_id: str | None = None
+) -> None:
     """The relay's message for `record` is what `wire.encode` makes of it."""
-    key, value, headers, timestamp = wire.encode(record)
+    identity = store_id or str(message.headers[wire.H_STORE])
+    key, value, headers, timestamp = wire.encode(record, identity)
     # Text goes to librdkafka as it is, which writes it as UTF-8.
     sent = [(name, v.encode() if isinstance(v, str) else v) for name, v in message.headers.items()]
     assert (message.key.encode(), message.value.encode(), sent, message.timestamp) == (
@@ -142,15 +145,17 @@ def test_headers_of_events_with_and_without_correlation_and_causation(
     for record, message in zip(records, messages, strict=True):
         assert_sent_as_encoded(record, message)
     names = [list(m.headers)[9:] for m in messages]
+    store_id = [wire.H_STORE]  # the store that wrote them, always last
     assert names == [
-        [],
-        [wire.H_CORRELATION],
-        [wire.H_CAUSATION],
-        [wire.H_CORRELATION, wire.H_CAUSATION],
-        [],
-        [],
-        [wire.H_CORRELATION, wire.H_CAUSATION],
+        store_id,
+        [wire.H_CORRELATION, *store_id],
+        [wire.H_CAUSATION, *store_id],
+        [wire.H_CORRELATION, wire.H_CAUSATION, *store_id],
+        store_id,
+        store_id,
+        [wire.H_CORRELATION, wire.H_CAUSATION, *store_id],
     ]
+    assert {m.headers[wire.H_STORE] for m in messages} == {store.identity()}
 
 
 def test_metadata_that_is_not_a_json_object_stops_the_read_naming_the_event(

@@ -197,7 +197,7 @@ def kcat(servers: str, topic: str, partition: int, offset: int, *args: str) -> b
     ).stdout
 
 
-def expected_headers(r: StoredEvent) -> list[tuple[str, str]]:
+def expected_headers(r: StoredEvent, store_id: str) -> list[tuple[str, str]]:
     """The headers docs/wire-format.md promises, in its order, built from the store's row."""
     meta = json.loads(r.metadata)
     headers = [
@@ -215,6 +215,7 @@ def expected_headers(r: StoredEvent) -> list[tuple[str, str]]:
         headers.append(("es-correlation-id", meta["correlation_id"]))
     if "causation_id" in meta:
         headers.append(("es-causation-id", meta["causation_id"]))
+    headers.append(("es-store", store_id))
     return headers
 
 
@@ -257,12 +258,12 @@ def test_kcat_reads_the_documented_format_byte_for_byte(
         message = json.loads(kcat(kafka_servers, topic, where.partition, where.offset, "-J"))
         flat = message["headers"]
         headers = list(zip(flat[::2], flat[1::2], strict=True))
-        assert headers == expected_headers(r)
+        assert headers == expected_headers(r, store.identity())
         assert message["tstype"] == "create"
         assert message["ts"] == timestamp
 
     # The third event was caused by the second: both ids travel in headers.
-    third = dict(expected_headers(stored[2]))
+    third = dict(expected_headers(stored[2], store.identity()))
     assert third["es-causation-id"] == str(stored[1].event_id)
     assert third["es-correlation-id"] == str(stored[1].event_id)
-    assert "es-causation-id" not in dict(expected_headers(stored[0]))
+    assert "es-causation-id" not in dict(expected_headers(stored[0], store.identity()))

@@ -154,3 +154,30 @@ def test_partitioner_agrees_with_the_partitions_the_relay_chose(
         wrong = {k: v for k, v in wrong.items() if v[0] != v[1]}
         assert wrong == {}
         assert len(Counter(seen.values())) == PARTITIONS  # the keys are spread over all
+
+
+@pytest.mark.kafka
+@pytest.mark.postgres
+def test_wait_for_asks_the_broker_for_the_partition_count(
+    database_url_factory: Callable[..., str],
+) -> None:
+    with open_rig("kafka-postgres", database_url_factory) as rig:
+        assert rig.kafka is not None
+        assert rig.partitions == 6
+        name = unique("rb_count")
+        Totals = wallet_totals(rig.context, name)
+        repository = Repository(rig.store, RbWallet)
+        position = repository.save(*[RbWallet.open(f"c{i}", "owner") for i in range(30)])
+        rig.publish()
+        # Nothing applied yet: the timeout says which partition it waits for.
+        with pytest.raises(WaitTimeout) as timed_out:
+            wait_for(
+                Totals, position, store=rig.store, views=rig.views, kafka=rig.kafka, timeout=0.3
+            )
+        assert f"{rig.context}.wallet[" in str(timed_out.value)
+        assert "the projection has applied nothing there" in str(timed_out.value)
+
+        Worker(Totals(), rig.log(), engine=rig.views).run(until_caught_up=True)
+        started = time.monotonic()
+        wait_for(Totals, position, store=rig.store, views=rig.views, kafka=rig.kafka, timeout=30)
+        assert time.monotonic() - started < 5  # not the timeout: it returned once applied

@@ -5,6 +5,7 @@
 #
 #   scripts/services.sh up|down|status|logs|env
 #   scripts/services.sh kafka-start|kafka-stop|kafka-kill   (broker crash tests)
+#   scripts/services.sh pg-crash|pg-start                    (database crash tests)
 #
 # Idempotent: `up` on running services only checks they answer. Runs as root
 # with no standard input. Everything it downloads or writes lives under
@@ -105,6 +106,22 @@ pg_down() {
     as_root pg_ctlcluster "$ver" "$PG_CLUSTER" stop -m fast
     log "PostgreSQL stopped"
   fi
+}
+
+# A crash, for the chaos tests: the server stops at once, as on a power cut
+# (`-m immediate`: no checkpoint; it recovers from its WAL when started).
+pg_crash() {
+  as_root pg_ctlcluster "$(pg_version)" "$PG_CLUSTER" stop -m immediate
+  log "PostgreSQL crash-stopped"
+}
+
+pg_start() {
+  as_root pg_ctlcluster "$(pg_version)" "$PG_CLUSTER" start
+  for _ in $(seq 1 60); do
+    pg_psql -c 'select 1' >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  log "PostgreSQL started"
 }
 
 pg_status() {
@@ -358,8 +375,10 @@ case "${1:-}" in
   kafka-start) kafka_start ;;
   kafka-stop) kafka_stop TERM ;;
   kafka-kill) kafka_stop KILL ;;
+  pg-crash) pg_crash ;;
+  pg-start) pg_start ;;
   *)
-    echo "usage: $0 up|down|status|logs|env|kafka-start|kafka-stop|kafka-kill" >&2
+    echo "usage: $0 up|down|status|logs|env|kafka-start|kafka-stop|kafka-kill|pg-crash|pg-start" >&2
     exit 2
     ;;
 esac

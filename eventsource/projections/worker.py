@@ -232,9 +232,11 @@ class Worker:
             self._inbox.drain()
             try:
                 stats = self._step_ahead() if self._pipeline else self._step()
+                self._beat()
             except Exception as exc:
-                # Polling, an idle check, a rebalance: the database or broker is
-                # away. Nothing was applied; wait it out and go on where we were.
+                # Polling, an idle check, a rebalance, the heartbeat: the database
+                # or broker is away. Wait it out and go on where we were (what a
+                # batch committed stays committed; the rest is read again).
                 if not is_transient(exc):
                     raise
                 attempt += 1
@@ -243,7 +245,6 @@ class Worker:
             if attempt:
                 attempt = 0
                 self.retry.recovered()
-            self._beat()
             if on_batch is not None:
                 on_batch(self, stats)
             if stats.messages == 0 and until_caught_up and self.log.caught_up():

@@ -129,7 +129,12 @@ def driver_transaction(engine: Engine, *, write: bool) -> Iterator[DriverConnect
     driver opens the transaction with the first statement and the events
     table's trigger takes the appenders' lock.
     """
-    fairy = engine.raw_connection()
+    try:
+        fairy = engine.raw_connection()
+    except engine.dialect.loaded_dbapi.Error as exc:
+        # The pool's connect is not wrapped by the engine: a server that is
+        # down or refuses the login surfaces here as the driver's own error.
+        raise _error(engine, None, exc, None) from exc
     dbapi: Any = fairy.dbapi_connection
     try:
         try:

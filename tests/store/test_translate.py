@@ -114,3 +114,20 @@ def test_a_missing_sqlite_table_is_for_good(tmp_path: Path) -> None:
         assert not isinstance(caught.value, StoreUnavailable)
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("action", ["save", "get"])
+def test_saves_and_loads_on_a_server_that_does_not_listen_are_passing(action: str) -> None:
+    from eventsource import Repository
+    from tests.projections.apps import PjAccount
+
+    with EventStore(server_url(port=1), context="t") as store:
+        repository = Repository(store, PjAccount)
+        call = (
+            (lambda: repository.save(PjAccount.open("a-1", "owner")))
+            if action == "save"
+            else (lambda: repository.get("a-1"))
+        )
+        with pytest.raises(StoreUnavailable, match="Connection refused"):
+            call()

@@ -25,8 +25,11 @@ STORE_TOPIC_CONFIG = {
     "cleanup.policy": "delete",
 }
 _TIMEOUT = 30.0
-# How long one metadata request may wait before the error callback is looked at.
-_REFUSAL_CHECK = 2.0
+# How long a topic listing waits for the broker (callers retry, within their
+# own bounds), and how long one request of it may wait before the error
+# callback is looked at.
+_LISTING_TIMEOUT = 5.0
+_REFUSAL_CHECK = 1.0
 
 
 class TopicAdmin:
@@ -41,7 +44,7 @@ class TopicAdmin:
 
     def list_topics(self, prefix: str = "") -> dict[str, int]:
         """Topic name -> partition count, for topics starting with `prefix`."""
-        deadline = time.monotonic() + _TIMEOUT
+        deadline = time.monotonic() + _LISTING_TIMEOUT
         while True:
             try:
                 metadata = self._admin.list_topics(timeout=_REFUSAL_CHECK)

@@ -17,6 +17,20 @@ from eventsource.settings import Settings, redact
 
 log = logging.getLogger(__name__)
 kafka_log = logging.getLogger("eventsource.kafka")
+# librdkafka's own log lines (a FAIL line per connection attempt, many a
+# second while a broker is away) go here at DEBUG: the error callbacks
+# report the same failures once per outage, at WARNING.
+librdkafka_log = logging.getLogger("eventsource.kafka.librdkafka")
+
+
+class _Debug:
+    """librdkafka's `logger`: every line at DEBUG."""
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        librdkafka_log.debug(msg, *args)
+
+
+_librdkafka_logger = _Debug()
 
 # Settings that exactly-once depends on: a pass-through value that contradicts
 # one of these is refused rather than silently applied.
@@ -88,7 +102,7 @@ class KafkaConfig:
         """Options for any client: admin, producer or consumer."""
         config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
-            "logger": kafka_log,
+            "logger": _librdkafka_logger,
             "error_cb": _log_error,
         }
         config.update(self.options)

@@ -137,7 +137,7 @@ def rebuild(
     stop = stop or threading.Event()
     started = time.monotonic()
     last_report = 0.0
-    finished = threading.Event()
+    finished = _EitherEvent(stop)
     end_of_log = _EndOfLog(log_consumer, batch_size)
 
     def report(w: Worker, stats: BatchStats) -> None:
@@ -177,6 +177,27 @@ def rebuild(
     swap(target, cls, shadows)
     log.info("rebuilt %s from offset zero (%d events) and swapped it in", cls.name, worker.applied)
     return worker.applied
+
+
+class _EitherEvent(threading.Event):
+    """Set when the rebuild reaches the end of the log, or when the caller's
+    `stop` is: a worker waiting out an outage sees a signal at once."""
+
+    def __init__(self, other: threading.Event) -> None:
+        super().__init__()
+        self.other = other
+
+    def is_set(self) -> bool:
+        return super().is_set() or self.other.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            super().wait(left)
+        return True
 
 
 class _EndOfLog:

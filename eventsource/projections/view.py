@@ -41,6 +41,19 @@ _SCALARS = frozenset({str, int, UUID})
 DEFAULT_CACHE_ROWS = 200_000
 
 
+class ViewRow(dict[str, Any]):
+    """A row of a view table as `View.get` returns it: a dict whose columns
+    also read as attributes (`row.title`)."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"the row has no column {name!r}") from None
+
+
 @dataclass
 class _TableState:
     logical: Table
@@ -161,8 +174,13 @@ class View:
 
     # -- what handlers call ----------------------------------------------------
 
-    def get(self, table: Table, key: Any) -> Row | None:
+    def get(self, table: Table, key: Any) -> ViewRow | None:
         """The row with primary key `key` (scalar, tuple or dict), or None.
+
+        The row is a copy, read as `row["title"]` or `row.title`::
+
+            book = view.get(self.books, event.aggregate_id)
+            if book is not None and book.status == "lent": ...
 
         A row inserted in this batch lacks the columns that the database or a
         callable default fills in, until the batch is written.
@@ -171,17 +189,17 @@ class View:
         k = (key,) if type(key) in _SCALARS and len(state.key_names) == 1 else self._key(state, key)
         if k in state.known:
             row = state.known[k]
-            return dict(row) if row is not None else None
+            return ViewRow(row) if row is not None else None
         current = self._load(state, k)
         if k in state.partial:
             merged = {**(current or state.defaults), **state.partial.pop(k)}
             state.known[k] = merged
-            return dict(merged)
+            return ViewRow(merged)
         if k in state.deltas:
             merged = _added(state, k, current, state.deltas.pop(k))
             state.known[k] = merged
-            return dict(merged)
-        return dict(current) if current is not None else None
+            return ViewRow(merged)
+        return ViewRow(current) if current is not None else None
 
     def upsert(self, table: Table, values: Mapping[str, Any] | None = None, /, **kw: Any) -> None:
         """Insert the row, or update the given columns if it exists."""

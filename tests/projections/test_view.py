@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -655,3 +656,26 @@ def test_bulk_writes_store_what_single_row_writes_store(engine: Engine) -> None:
     assert repr(bulk) == repr(one)  # repr: NaN is not equal to itself
     assert bulk["0-1"]["s"] == EDGE_ROWS[1]["s"]
     assert bulk["0-0"]["i"] == 2**63 - 1
+
+
+def test_a_row_reads_as_a_dict_and_by_attribute(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'rows.db'}")
+    metadata_rows = MetaData()
+    books = Table(
+        "vr_books",
+        metadata_rows,
+        Column("book", String(20), primary_key=True),
+        Column("title", String(100)),
+    )
+    metadata_rows.create_all(engine)
+    view = View([books])
+    with write_connection(engine) as conn, conn.begin():
+        view.begin(conn)
+        view.upsert(books, book="b1", title="Dune")
+        row = view.get(books, "b1")
+        assert row is not None
+        assert (row["title"], row.title) == ("Dune", "Dune")
+        with pytest.raises(AttributeError, match="no column 'author'"):
+            _ = row.author
+        view.flush()
+    engine.dispose()

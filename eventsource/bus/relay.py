@@ -40,6 +40,7 @@ from eventsource.errors import (
     TopicConfigError,
 )
 from eventsource.identity import Identity
+from eventsource.observability.metrics import RelayMetrics
 from eventsource.retry import RetryPolicy, is_transient
 from eventsource.store.eventstore import EventStore
 
@@ -96,6 +97,7 @@ class Relay:
         timeout: float | None = None,
         identity: Identity | None = None,
         heartbeat_seconds: float = relay_status.HEARTBEAT_SECONDS,
+        metrics: RelayMetrics | None = None,
     ) -> None:
         self.store = store
         self.kafka = kafka
@@ -114,6 +116,9 @@ class Relay:
             f"relay {store.context}", stop=stop, cap=max_backoff, deadline=timeout, logger=log
         )
         self.identity = identity or Identity.of_this_process()
+        self.metrics = metrics
+        # Monotonic time the loop last went round (health checks); made counts.
+        self.last_loop = time.monotonic()
         self.heartbeat_seconds = heartbeat_seconds
         self._beaten = 0.0
         self.position = 0
@@ -234,6 +239,7 @@ class Relay:
         relayed_before = self.relayed
         attempt = 0
         while not stop.is_set():
+            self.last_loop = time.monotonic()
             try:
                 count = self.relay_batch()
                 if progress is not None and (count or until_caught_up):
@@ -266,6 +272,11 @@ class Relay:
         self._beaten = now
         outage = self.retry.outage if self.retry.outage.active else self._errors.outage
         try:
+            if self.metrics is not None:
+                context = self.store.context
+                head = self.store.head_position()
+                self.metrics.lag_events.labels(context).set(max(0, head - self.position))
+                self.metrics.retrying.labels(context).set(1 if outage.active else 0)
             with self.store.transaction(lock_first=False) as conn:
                 relay_status.beat(
                     conn,
@@ -297,6 +308,9 @@ class Relay:
         self._publish(messages)
         self.position = messages[-1].position
         self.relayed += len(messages)
+        if self.metrics is not None:
+            self.metrics.published.labels(self.store.context).inc(len(messages))
+            self.metrics.committed.labels(self.store.context).inc()
         return len(messages)
 
     def _next_messages(self) -> list[OutgoingMessage]:
@@ -377,12 +391,16 @@ class Relay:
                 self.retry.failed(unconfirmed, attempt)
 
     def _abort(self, producer: Producer) -> None:
+        if self.metrics is not None:
+            self.metrics.aborted.labels(self.store.context).inc()
         self._call(producer, lambda: producer.abort_transaction(_TIMEOUT), "abort the transaction")
 
     def _raise_if_fatal(self, exc: KafkaException) -> None:
         error = kafka_error(exc)
         if error.code() in _FENCED:
             self._producer = None
+            if self.metrics is not None:
+                self.metrics.fenced.labels(self.store.context).inc()
             raise RelayFenced(
                 f"relay {self.transactional_id!r} was fenced: another relay with the same"
                 " transactional id took over this store; this one stops and its open"

@@ -202,3 +202,36 @@ def context_options(command: F) -> F:
     return click.option("--context", help="The bounded context (default: EVENTSOURCE_CONTEXT).")(
         command
     )
+
+
+def metrics_options(command: F) -> F:
+    """`--metrics-port` and `--metrics-host`: serve /metrics, /healthz and /readyz."""
+    command = click.option(
+        "--metrics-host",
+        default="127.0.0.1",
+        show_default=True,
+        help="Address to serve metrics and health on (0.0.0.0 for every interface).",
+    )(command)
+    return click.option(
+        "--metrics-port",
+        type=click.IntRange(0, 65535),
+        default=None,
+        help="Serve Prometheus metrics (/metrics) and health (/healthz, /readyz) on this port.",
+    )(command)
+
+
+@contextmanager
+def observability(
+    port: int | None, host: str, registry: Any, health: Callable[[], Any]
+) -> Iterator[None]:
+    """The metrics and health endpoints while the block runs (if a port is given)."""
+    if port is None:
+        yield
+        return
+    from eventsource.observability.server import ObservabilityServer
+
+    with ObservabilityServer(registry, health, host=host, port=port) as server:
+        log.info(
+            "metrics and health on http://%s:%d (/metrics, /healthz, /readyz)", host, server.port
+        )
+        yield

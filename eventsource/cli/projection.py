@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import ExitStack
+from typing import Any
 
 import click
 
@@ -12,6 +13,8 @@ from eventsource.cli.common import (
     context_options,
     existing_engine,
     interpreter_tuning,
+    metrics_options,
+    observability,
     require_database,
     settings_from,
     stop_on_signals,
@@ -35,6 +38,7 @@ def projection() -> None:
     "--batch-size", default=1000, show_default=True, type=BATCH, help="Events per transaction."
 )
 @click.option("--until-caught-up", is_flag=True, help="Stop once the end of the log is applied.")
+@metrics_options
 def projection_run(
     names: tuple[str, ...],
     context: str | None,
@@ -42,8 +46,13 @@ def projection_run(
     stores: str | None,
     batch_size: int,
     until_caught_up: bool,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run projections and reactors until SIGTERM (each finishes its batch)."""
+    from prometheus_client import CollectorRegistry
+
+    from eventsource.observability.metrics import WorkerMetrics
     from eventsource.projections.batch import BatchStats
     from eventsource.projections.runner import Runtime, run_workers
     from eventsource.projections.worker import Worker
@@ -58,11 +67,21 @@ def projection_run(
         stop_on_signals() as stop,
         ExitStack() as stack,
     ):
-        workers = [runtime.worker(cls, batch_size=batch_size) for cls in classes]
+        metrics = WorkerMetrics(CollectorRegistry())
+        workers = [runtime.worker(cls, batch_size=batch_size, metrics=metrics) for cls in classes]
         reports = {
             w.name: stack.enter_context(ProgressReport(f"{w.kind} {w.name}")) for w in workers
         }
         tuning = stack.enter_context(interpreter_tuning(settings))
+        window = max(60.0, 6 * settings.heartbeat_seconds)
+        stack.enter_context(
+            observability(
+                metrics_port,
+                metrics_host,
+                metrics.registry,
+                lambda: workers_health(workers, window),
+            )
+        )
 
         def show(worker: Worker, stats: BatchStats) -> None:
             if stats.messages:
@@ -375,3 +394,26 @@ def projection_wait(
     finally:
         views.dispose()
     click.echo(f"{cls.name} has applied position {position}")
+
+
+def workers_health(workers: list[Any], window: float) -> Any:
+    """Live while every worker's loop goes round; ready while none waits for a
+    database or broker."""
+    import time
+
+    from eventsource.observability.server import Health
+
+    now = time.monotonic()
+    detail: dict[str, Any] = {}
+    live = ready = True
+    for worker in workers:
+        log_outage = getattr(worker.log, "outage", None)
+        waiting = worker.outage.active or bool(log_outage is not None and log_outage.active)
+        # Waiting out an outage is alive: the loop wakes up to retry.
+        looping = worker.running and (now - worker.last_loop < window or waiting)
+        live = live and looping
+        ready = ready and looping and not waiting
+        detail[worker.name] = (
+            "not running" if not looping else worker.outage.describe() or "running"
+        )
+    return Health(live=live, ready=ready, detail={"workers": detail})

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from eventsource.cli.common import (
     announce,
     existing_engine,
     interpreter_tuning,
+    metrics_options,
+    observability,
     require_database,
     settings_from,
     stop_on_signals,
@@ -43,13 +47,24 @@ def relay() -> None:
     help=f"Give up when the store or Kafka is unreachable this long (--once: {ONCE_TIMEOUT:.0f} s;"
     " otherwise wait for ever).",
 )
+@metrics_options
 def relay_run(
-    url: str | None, context: str | None, batch_size: int, once: bool, timeout: float | None
+    url: str | None,
+    context: str | None,
+    batch_size: int,
+    once: bool,
+    timeout: float | None,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Relay events from the store to Kafka, exactly once, until stopped."""
+    from prometheus_client import CollectorRegistry
+
     from eventsource.bus.config import KafkaConfig
     from eventsource.bus.relay import Relay, RelayProgress
+    from eventsource.observability.metrics import RelayMetrics
 
+    metrics = RelayMetrics(CollectorRegistry())
     settings = settings_from(url, context)
     if "database_url" not in settings.model_fields_set:
         raise ConfigurationError(
@@ -70,8 +85,15 @@ def relay_run(
             timeout=timeout if timeout is not None else (ONCE_TIMEOUT if once else None),
             identity=Identity.of_this_process(settings.worker_name),
             heartbeat_seconds=settings.heartbeat_seconds,
+            metrics=metrics,
         ) as relayer,
         interpreter_tuning(settings) as tuning,
+        observability(
+            metrics_port,
+            metrics_host,
+            metrics.registry,
+            lambda: relay_health(relayer, max(60.0, 6 * settings.heartbeat_seconds)),
+        ),
     ):
         start = relayer.start()
         head = relayer.retry.call(store.head_position)
@@ -174,3 +196,19 @@ def relay_adopt(url: str | None, context: str | None, yes: bool) -> None:
             click.echo(f"{store.context}: this store now carries the identity {previous}")
             return
     click.echo(f"{store.context}: the topics are this store's already; nothing to adopt")
+
+
+def relay_health(relayer: Any, window: float) -> Any:
+    """Live while the relay's loop goes round; ready while it is not retrying."""
+    import time
+
+    from eventsource.observability.server import Health
+
+    outage = relayer.retry.outage.describe()
+    # Starting, or waiting out an outage, is alive: the loop wakes up to retry.
+    looping = time.monotonic() - relayer.last_loop < window or outage is not None
+    return Health(
+        live=looping,
+        ready=looping and outage is None,
+        detail={"position": relayer.position, "relayed": relayer.relayed, "retrying": outage},
+    )

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 from operator import itemgetter
 
 from sqlalchemy import Connection
@@ -89,6 +90,7 @@ class Batches:
         # Whether a dead letter says the worker once stopped on a message:
         # the batch that gets past it closes that dead letter.
         self.stopped_on = False
+        self.last_occurred_at: datetime | None = None  # of the last event applied
         self._wanted_types: dict[str, bool] = {}
 
     # -- the synchronous path --------------------------------------------------
@@ -169,6 +171,10 @@ class Batches:
         self.context.view.commit()
         self.held.update(batch.advanced)
         self.applied += len(batch.messages)
+        for message in reversed(batch.messages):
+            if message.record is not None:
+                self.last_occurred_at = message.record.occurred_at
+                break
 
     # -- folding ---------------------------------------------------------------
 

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from eventsource.bus.base import LogMessage
 from eventsource.errors import DecodeError, PoisonEvent, StalePosition
@@ -45,6 +45,7 @@ class FailurePolicy:
         self.assignment = assignment
         self.retry_backoff = retry_backoff
         self.retry = retry
+        self.on_error: Callable[[], None] = lambda: None  # a handler failed (for metrics)
 
     def apply(
         self,
@@ -84,6 +85,7 @@ class FailurePolicy:
                 continue
             except HandlerFailed as failure:
                 stats.retried = True
+                self.on_error()
                 if failure.index is None and len(batch) > 1:
                     limit = 1  # the view refused the batch's rows: find the culprit alone
                 else:

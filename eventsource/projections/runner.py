@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 from eventsource.bus.base import LogConsumer
 from eventsource.errors import ConfigurationError
 from eventsource.identity import Identity
+from eventsource.observability.metrics import WorkerMetrics
 from eventsource.projections.base import Consumer, Reactor
 from eventsource.projections.worker import BatchStats, Worker
 from eventsource.settings import Settings
@@ -136,7 +137,9 @@ class Runtime:
         self._logs.append(consumer)
         return consumer
 
-    def worker(self, cls: type[Consumer], *, batch_size: int = 1000) -> Worker:
+    def worker(
+        self, cls: type[Consumer], *, batch_size: int = 1000, metrics: WorkerMetrics | None = None
+    ) -> Worker:
         """A worker for `cls` in this process's context."""
         own = self.store()
         log_consumer = self.log(cls.name)
@@ -149,6 +152,7 @@ class Runtime:
             batch_size=batch_size,
             identity=self.identity,
             heartbeat_seconds=self.settings.heartbeat_seconds,
+            metrics=metrics,
         )
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, Table
@@ -25,7 +25,8 @@ from eventsource.bus.base import LogConsumer, TopicPartition
 from eventsource.errors import PoisonEvent, ProjectionVersionMismatch
 from eventsource.events.codec import EventCodec
 from eventsource.identity import Identity
-from eventsource.projections import deadletters, members, positions, upkeep
+from eventsource.observability.metrics import WorkerMetrics
+from eventsource.projections import deadletters, deadlines, members, positions, upkeep
 from eventsource.projections.assignment import Assignment
 from eventsource.projections.base import Consumer, Reactor
 from eventsource.projections.batch import Batches, BatchStats
@@ -37,6 +38,7 @@ from eventsource.projections.pipeline import CommitPipeline
 from eventsource.projections.positions import Position
 from eventsource.projections.tables import create_missing
 from eventsource.retry import Outage, RetryPolicy, Stopped, is_transient
+from eventsource.store.engine import read_transaction
 from eventsource.store.eventstore import EventStore, upgrade_schema
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,7 @@ class Worker:
         start_at: str | None = None,
         identity: Identity | None = None,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self.context = WorkerContext.build(
             consumer,
@@ -104,8 +107,10 @@ class Worker:
         self.key = self.context.key
         self.check_version = check_version
         self.identity = identity or Identity.of_this_process()
+        self.metrics = metrics
         self.heartbeat_seconds = heartbeat_seconds
         self._beaten = 0.0
+        self.last_loop = 0.0  # monotonic time the loop last went round (health checks)
         self._held: dict[TopicPartition, Position] = {}
         self._stop = threading.Event()
         # One outage at a time: the database or the broker is away. Every
@@ -126,12 +131,18 @@ class Worker:
         )
         self._pipeline: CommitPipeline | None = None
         self.assignment.before_change = self._settle_quietly
+        self.failures.on_error = self._note_error
         self._inbox = Inbox()
         # Held by whichever thread acts as the owner: `run` for its whole
         # length, or a direct call of upkeep while nothing runs.
         self._ownership = threading.RLock()
         self._running = False
         self._started = False
+
+    @property
+    def running(self) -> bool:
+        """Whether `run` is running (on some thread)."""
+        return self._running
 
     @property
     def kind(self) -> str:
@@ -203,6 +214,8 @@ class Worker:
         with self._ownership:
             self._begin_run(stop)
             before = self.applied
+            if self.metrics is not None:
+                self.metrics.restarts.labels(self.key).inc()
             try:
                 self.retry.call(self.start)
                 if self._commits_behind():
@@ -230,8 +243,10 @@ class Worker:
         attempt = 0
         while not stop.is_set():
             self._inbox.drain()
+            started = self.last_loop = time.monotonic()
             try:
                 stats = self._step_ahead() if self._pipeline else self._step()
+                self._measure(stats, time.monotonic() - started)
                 self._beat()
             except Exception as exc:
                 # Polling, an idle check, a rebalance, the heartbeat: the database
@@ -240,6 +255,7 @@ class Worker:
                 if not is_transient(exc):
                     raise
                 attempt += 1
+                self._note_error()
                 self.retry.failed(exc, attempt)
                 continue
             if attempt:
@@ -257,6 +273,7 @@ class Worker:
             return self._step()
 
     def _begin_run(self, stop: threading.Event) -> None:
+        self.last_loop = time.monotonic()  # starting counts as going round
         self.retry.stop = stop
         self._running = True
         self._inbox.open()
@@ -327,13 +344,30 @@ class Worker:
     def _settle_quietly(self) -> None:
         self._settle(reapply=False)
 
+    def _measure(self, stats: BatchStats, seconds: float) -> None:
+        metrics = self.metrics
+        if metrics is None or not stats.messages:
+            return
+        metrics.batches.labels(self.key).inc()
+        metrics.applied.labels(self.key).inc(stats.applied)
+        metrics.batch_seconds.labels(self.key).observe(seconds)
+
+    def _note_error(self) -> None:
+        if self.metrics is not None:
+            self.metrics.last_error.labels(self.key).set_to_current_time()
+
     def _beat(self) -> None:
-        """Refresh this worker's heartbeat row when it is due (between batches,
-        on this thread: a worker stuck in a batch stops beating)."""
+        """Refresh this worker's heartbeat row (and its gauges) when it is due
+        (between batches, on this thread: a worker stuck in a batch stops beating)."""
         now = time.monotonic()
         if now - self._beaten < self.heartbeat_seconds:
             return
         self._beaten = now
+        if self.metrics is not None:
+            try:
+                self._refresh_gauges(self.metrics)
+            except Exception as exc:  # gauges wait for the next beat; work goes on
+                log.debug("%s %s: gauges not refreshed: %s", self.kind, self.name, exc)
         outage = self.outage if self.outage.active else getattr(self.log, "outage", None)
         if outage is not None and not outage.active:
             outage = None
@@ -347,6 +381,23 @@ class Worker:
                 retrying_since=outage.since if outage else None,
                 retry_reason=outage.reason if outage else None,
             )
+
+    def _refresh_gauges(self, metrics: WorkerMetrics) -> None:
+        """Lag, dead letters and deadlines, read at most once a heartbeat."""
+        key = self.key
+        behind = sum(lag.lag for lag in self.log.lag().values())
+        metrics.lag_messages.labels(key).set(behind)
+        occurred = self.batches.last_occurred_at
+        age = (datetime.now(UTC) - occurred).total_seconds() if occurred and behind else 0.0
+        metrics.lag_seconds.labels(key).set(max(0.0, age))
+        metrics.retrying.labels(key).set(1 if self.outage.active else 0)
+        with read_transaction(self.engine) as conn:
+            letters = deadletters.counts(conn, key)
+            pending = len(deadlines.pending(conn, key)) if self.store is not None else 0
+        for status in deadletters.OPEN:
+            metrics.dead_letters.labels(key, status).set(letters.get(status, 0))
+        if self.store is not None:
+            metrics.deadlines_pending.labels(key).set(pending)
 
     def _leave(self) -> None:
         try:
@@ -415,6 +466,8 @@ class Worker:
             self.outage.begin(exc)  # the next tick tries again
             return 0
         self.outage.end()
+        if self.metrics is not None and fired:
+            self.metrics.deadlines_fired.labels(self.key).inc(fired)
         return fired
 
     def _as_owner(self, job: Callable[[], T]) -> T:

@@ -1,0 +1,3 @@
+"""The projection tests' two setups (embedded SQLite, Kafka + PostgreSQL) serve here too."""
+
+from tests.projections.conftest import harness as harness  # the fixture, re-exported

@@ -1,3 +1,5 @@
 """The projection tests' two setups (embedded SQLite, Kafka + PostgreSQL) serve here too."""
 
-from tests.projections.conftest import harness as harness  # the fixture, re-exported
+from tests.projections.conftest import harness
+
+__all__ = ["harness"]

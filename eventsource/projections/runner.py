@@ -212,10 +212,12 @@ def run_workers(
 def periodic_work(
     workers: Sequence[Worker], *, deadline_interval: float = 1.0, lag_interval: float = 30.0
 ) -> BackgroundScheduler:
-    """An APScheduler running the workers' periodic jobs: due deadlines and lag reports.
+    """An APScheduler as the workers' clock: due deadlines and lag reports.
 
-    Deadlines are polled from their table, so their due times survive restarts;
-    the scheduler itself holds nothing that a restart could lose.
+    Its jobs only queue work for each worker, which runs it on its own thread
+    between batches (the worker's consumer and connections are its own).
+    Deadlines are polled from their table, so their due times survive
+    restarts; the scheduler itself holds nothing that a restart could lose.
     """
     scheduler = BackgroundScheduler(timezone="UTC")
     for worker in workers:
@@ -229,22 +231,16 @@ def periodic_work(
                 id=f"deadlines:{worker.name}",
             )
     if lag_interval > 0:
-        scheduler.add_job(
-            _safely(lambda: report_lag(workers), "lag report"),
-            "interval",
-            seconds=lag_interval,
-            max_instances=1,
-            coalesce=True,
-            id="lag-report",
-        )
+        for worker in workers:
+            scheduler.add_job(
+                worker.request_lag_report,
+                "interval",
+                seconds=lag_interval,
+                max_instances=1,
+                coalesce=True,
+                id=f"lag:{worker.name}",
+            )
     return scheduler
-
-
-def report_lag(workers: Sequence[Worker]) -> None:
-    for worker in workers:
-        lags = worker.log.lag()
-        total = sum(p.lag for p in lags.values())
-        log.info("%s %s: lag %d over %d partition(s)", worker.kind, worker.name, total, len(lags))
 
 
 def _wake_for_deadlines(worker: Worker) -> Callable[[], None]:
@@ -262,17 +258,6 @@ def _wake_for_deadlines(worker: Worker) -> Callable[[], None]:
             log.warning("deadlines of %s %s failed: %s", worker.kind, worker.name, error)
 
     return wake
-
-
-def _safely(job: Callable[[], object], what: str) -> Callable[[], None]:
-    def run() -> None:
-        try:
-            job()
-        except Exception:
-            # The job runs again at its next interval; the failure must be seen.
-            log.exception("periodic job failed: %s", what)
-
-    return run
 
 
 def _require_existing(url: str) -> None:

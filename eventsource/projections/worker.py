@@ -457,6 +457,19 @@ class Worker:
         tick); None if it is not running. Never runs them on this thread."""
         return self._inbox.submit(self._fire_due, key="deadlines")
 
+    def request_lag_report(self) -> None:
+        """Ask the running worker to log its lag soon (a scheduler's tick)."""
+        self._inbox.submit(self._report_lag, key="lag")
+
+    def _report_lag(self) -> None:
+        try:
+            lags = self.log.lag()
+        except Exception as exc:  # the broker is away: the outage says so already
+            log.debug("%s %s: no lag report: %s", self.kind, self.name, exc)
+            return
+        total = sum(p.lag for p in lags.values())
+        log.info("%s %s: lag %d over %d partition(s)", self.kind, self.name, total, len(lags))
+
     def _fire_due(self) -> int:
         try:
             fired = upkeep.fire_deadlines(self.context)

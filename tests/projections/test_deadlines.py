@@ -11,6 +11,7 @@ fired by the scheduler inside `projection run`.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -309,3 +310,30 @@ def test_a_deadline_due_while_the_worker_was_down_runs_after_restart(
     assert code == 0, log.read_text()[-3000:]
     assert expirations(store) == {"while-down": 1}
     assert statuses(store, name) == {"while-down": "done"}
+
+
+def test_run_workers_logs_each_workers_lag_from_its_own_thread(
+    store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = unique("rb_lag_line")
+    Expire = expire_unpaid(store.context, name)
+    place(store, *[(f"lag{i}", datetime.now(UTC) + timedelta(days=1)) for i in range(5)])
+    stop = threading.Event()
+    worker = reactor_worker(store, Expire)
+    caplog.set_level(logging.INFO, logger="eventsource.projections.worker")
+    running = Background(
+        lambda: run_workers([worker], stop=stop, lag_interval=0.2), f"worker-{name}"
+    )
+    try:
+        eventually(
+            lambda: any("lag 0 over 1 partition(s)" in r.getMessage() for r in caplog.records),
+            timeout=20,
+            what="a lag line",
+        )
+    finally:
+        stop.set()
+        running.join()
+    lines = [r for r in caplog.records if "over 1 partition(s)" in r.getMessage()]
+    assert lines[-1].getMessage() == f"reactor {name}: lag 0 over 1 partition(s)"
+    # The scheduler only asked: the worker's own thread read its consumer.
+    assert {r.threadName for r in lines} == {f"worker-{name}"}

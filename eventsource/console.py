@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -22,6 +23,16 @@ from rich.progress import (
 from rich.table import Table
 
 PLAIN_EVERY = 5.0
+# Off a terminal, progress goes to stderr as plain lines, or, when the command
+# logs JSON (`--log-format json`), as log records of this logger.
+progress_log = logging.getLogger("eventsource.progress")
+_as_log_records = False
+
+
+def progress_as_log_records(on: bool = True) -> None:
+    """Report progress as log records (for machine-read logs) instead of lines."""
+    global _as_log_records  # noqa: PLW0603 - one switch for the process's command
+    _as_log_records = on
 
 
 def is_terminal() -> bool:
@@ -131,13 +142,15 @@ class ProgressReport:
             eta = f", {(self.total - self.done) / self.rate:,.0f} s left"
         if state is None:
             state = "done: " if final else ""
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S ")
-        print(
-            f"{stamp}{self.description}: {state}{self.done:,}{total} {self.unit}"
-            f" ({self.rate:,.0f}/s{lag}{eta})",
-            file=sys.stderr,
-            flush=True,
+        text = (
+            f"{self.description}: {state}{self.done:,}{total} {self.unit}"
+            f" ({self.rate:,.0f}/s{lag}{eta})"
         )
+        if _as_log_records:
+            progress_log.info("%s", text)
+            return
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S ")
+        print(f"{stamp}{text}", file=sys.stderr, flush=True)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -22,3 +23,8 @@ class Identity:
         """`name` (say a pod's name), or `<host>-<pid>`."""
         host = socket.gethostname()
         return cls(name=name or f"{host}-{os.getpid()}", host=host)
+
+
+# The consumer (projection, reactor) whose worker runs on this thread: log
+# formatters that want it (the command's JSON lines) read it.
+current_consumer: ContextVar[str | None] = ContextVar("eventsource_consumer", default=None)

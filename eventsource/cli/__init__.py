@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from eventsource import __version__
+from eventsource import __version__, console
 from eventsource.cli import logs
 from eventsource.cli.common import describe_settings_error, settings_from
 from eventsource.errors import EventSourceError
@@ -48,7 +48,13 @@ def cli(verbose: int, log_format: str, traceback: bool, app_dir: str, show_confi
     """Event sourcing with SQL event stores and Kafka: the inside-out database."""
     global _show_traceback  # noqa: PLW0603 - read by main() once the command has failed
     _show_traceback = traceback
-    logs.configure(verbose=verbose, json_lines=log_format == "json")
+    logs.configure(
+        verbose=verbose,
+        json_lines=log_format == "json",
+        worker=os.environ.get("EVENTSOURCE_WORKER_NAME"),
+    )
+    if log_format == "json":
+        console.progress_as_log_records()
     # Like uvicorn and celery: the user's modules are found from the current folder.
     sys.path.insert(0, str(Path(app_dir).resolve()))
     for warning in unknown_variables(os.environ):

@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from eventsource.identity import current_consumer
+
 QUIET = ("apscheduler", "alembic", "eventsource.kafka")
 # Attributes of a record that are not extras given by the caller.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -24,10 +26,11 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, the process's
     identity, and any extra fields (a worker's `projection`, say)."""
 
-    def __init__(self) -> None:
+    def __init__(self, worker: str | None = None) -> None:
         super().__init__()
         self.host = socket.gethostname()
         self.pid = os.getpid()
+        self.worker = worker or f"{self.host}-{self.pid}"
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -37,8 +40,12 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "host": self.host,
             "pid": self.pid,
+            "worker": self.worker,
             "thread": record.threadName,
         }
+        consumer = current_consumer.get()
+        if consumer is not None:
+            entry["projection"] = consumer
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
@@ -47,12 +54,12 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def configure(*, verbose: int, json_lines: bool) -> None:
+def configure(*, verbose: int, json_lines: bool, worker: str | None = None) -> None:
     """Set up the root logger for the command (once per process)."""
     level = logging.DEBUG if verbose > 1 else logging.INFO
     handler = logging.StreamHandler()
     if json_lines:
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(worker))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()

@@ -24,7 +24,7 @@ from sqlalchemy import Engine, Table
 from eventsource.bus.base import LogConsumer, TopicPartition
 from eventsource.errors import PoisonEvent, ProjectionVersionMismatch
 from eventsource.events.codec import EventCodec
-from eventsource.identity import Identity
+from eventsource.identity import Identity, current_consumer
 from eventsource.observability.metrics import WorkerMetrics
 from eventsource.projections import deadletters, deadlines, members, positions, upkeep
 from eventsource.projections.assignment import Assignment
@@ -273,6 +273,7 @@ class Worker:
             return self._step()
 
     def _begin_run(self, stop: threading.Event) -> None:
+        current_consumer.set(self.name)  # for this thread's log lines
         self.last_loop = time.monotonic()  # starting counts as going round
         self.retry.stop = stop
         self._running = True

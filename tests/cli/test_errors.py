@@ -211,3 +211,32 @@ def test_db_upgrade_creates_the_tables(run_cli: Run, tmp_path: Path) -> None:
         )
     finally:
         engine.dispose()
+
+
+def test_json_logs_are_one_object_per_line_naming_the_projection(
+    run_cli: Run, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path}/source.db"
+    context = unique("jsonlog")
+    with EventStore(url, context=context) as store:
+        store.create_schema()
+        Repository(store, PjAccount).save(PjAccount.open("a-1", "owner"))
+    env = {
+        "PJTEST_CONTEXT": context,
+        "EVENTSOURCE_CONTEXT": context,
+        "EVENTSOURCE_WORKER_NAME": "worker-7",
+        "PJTEST_NAME": "pj_json_logs",
+    }
+    result = run_cli(
+        "--log-format", "json", "projection", "run", APP, "--url", url, "--until-caught-up", env=env
+    )
+    assert result.returncode == 0, result.stderr
+    entries = [json.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
+    assert entries
+    for entry in entries:
+        assert {"time", "level", "logger", "message", "host", "pid", "worker"} <= set(entry)
+        assert entry["worker"] == "worker-7"
+    from_worker = [e for e in entries if e["logger"].startswith("eventsource.projections")]
+    assert from_worker
+    assert {e.get("projection") for e in from_worker} == {"pj_json_logs"}
+    assert any(e["logger"] == "eventsource.progress" for e in entries)

@@ -113,3 +113,20 @@ def test_a_topic_that_does_not_exist_is_reported_missing(harness: Harness) -> No
     rebuilt = cli(env, "projection", "rebuild", APP)
     assert rebuilt.returncode == 1
     assert "do not exist on the log" in rebuilt.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("harness", ["embedded-sqlite"], indirect=True)
+def test_status_says_running_after_a_rebuild_while_the_live_worker_runs(harness: Harness) -> None:
+    populate(harness.source, events=300, accounts=10)
+    name = unique("pj_rebuilt")
+    env = status_env(harness, name)
+    worker = WorkerProcess(["projection", "run", APP], env, harness.tmp_path / "w.log")
+    try:
+        wait_until(lambda: progress(harness.views, name) > 0, 60, "a first batch")
+        rebuilt = cli(env, "projection", "rebuild", APP)
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        wait_until(lambda: report(env)["status"] == "running", 30, "running")
+        assert report(env)["recorded_status"] in ("rebuilt", "running")
+    finally:
+        worker.kill()

@@ -19,7 +19,10 @@ from eventsource.errors import InvalidAggregateId as InvalidAggregateId
 from eventsource.errors import MissingHandler as MissingHandler
 from eventsource.errors import StoreError as StoreError
 from eventsource.errors import UnknownEventType as UnknownEventType
+from eventsource.events import FORGOTTEN as FORGOTTEN
 from eventsource.events import Event as Event
+from eventsource.events import PersonalData as PersonalData
+from eventsource.events import PersonalDataForgotten as PersonalDataForgotten
 from eventsource.events import StoredEvent as StoredEvent
 from eventsource.events import upcaster as upcaster
 from eventsource.projections import Projection as Projection
@@ -39,6 +42,7 @@ from eventsource.store import EventStore as EventStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "FORGOTTEN",
     "Aggregate",
     "AggregateNotFound",
     "ConcurrencyError",
@@ -53,6 +57,8 @@ __all__ = [
     "IncompatibleSchema",
     "InvalidAggregateId",
     "MissingHandler",
+    "PersonalData",
+    "PersonalDataForgotten",
     "Projection",
     "Reaction",
     "Reactor",

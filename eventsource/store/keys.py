@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import Engine, Insert, Select, bindparam, select
+from sqlalchemy import Engine, Insert, NullPool, Select, bindparam, select
 from sqlalchemy.dialects.postgresql import dml as pg_dml
 from sqlalchemy.dialects.sqlite import dml as sqlite_dml
 from sqlalchemy.engine import URL
@@ -137,7 +137,9 @@ class KeyTable:
 
     def __init__(self, bind: KeyDatabase, *, cache_seconds: Callable[[], float]) -> None:
         self._owns = not isinstance(bind, Engine)
-        self.engine = create_engine(bind)
+        # No pool: keys are read rarely (they are cached), and a codec that
+        # nobody closes (a projection's) must not leave connections open.
+        self.engine = bind if isinstance(bind, Engine) else create_engine(bind, poolclass=NullPool)
         self._cache: _Cache[AESGCM | None] = _Cache(cache_seconds)
 
     def opening_key(self, key_id: str) -> AESGCM | None:

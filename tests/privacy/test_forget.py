@@ -24,28 +24,11 @@ from eventsource.store.schema import personal_data_keys
 from tests.conftest import ROOT
 from tests.privacy.domain import Board, Member, MemberJoined, directory_for, roster_for
 from tests.privacy.evidence import every_cell, postgres_files, sqlite_files
-
-ADA = ("Ada Lovelace", "12 St James's Square", "London")
-ADA_MOVED = ("4 Ockham Park", "Ockham")
-ADA_NOTE = "Ada's note: meet at Ockham on Tuesday"
-GRACE = ("Grace Hopper", "1 Navy Yard", "Arlington")
-PLAINTEXT = [*ADA, *ADA_MOVED, ADA_NOTE, "Lovelace", "Ockham"]
+from tests.privacy.story import ADA, ADA_MOVED, ADA_NOTE, GRACE, PLAINTEXT, tell
 
 
 class SnapshottedMember(Member, type_name="snapshotted_member", snapshot_every=2):
     pass
-
-
-def tell(store: EventStore) -> None:
-    members, boards = Repository(store, Member), Repository(store, Board)
-    ada, grace = Member.join("m-ada", *ADA), Member.join("m-grace", *GRACE)
-    members.save(ada, grace)
-    ada.move(*ADA_MOVED)
-    members.save(ada)
-    board = Board("b-1")
-    board.leave("m-ada", ADA_NOTE)
-    board.leave("m-grace", "Grace's note")
-    boards.save(board)
 
 
 def names(store: EventStore) -> dict[str, str]:

@@ -16,6 +16,7 @@ prefix per run (EVENTSOURCE_TOPIC_PREFIX), so runs never see each other's events
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> None:
             "EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS": args.kafka,
             "EVENTSOURCE_TOPIC_PREFIX": prefix,
             "EVENTSOURCE_TOPIC_PARTITIONS": "3",
+            # Shipping copies customers' addresses: it reads their keys there.
+            "EVENTSOURCE_KEYS": json.dumps({"customers": urls["customers"]}),
             "PYTHONPATH": str(ROOT),
         }
         stores = {ctx: EventStore(url, context=ctx) for ctx, url in urls.items()}

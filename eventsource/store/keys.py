@@ -178,6 +178,14 @@ class OtherContexts:
         self._tables: dict[str, KeyTable] = {}
         self._lock = threading.Lock()
 
+    def know(self, context: str, database: KeyDatabase) -> None:
+        """Read `context`'s keys in `database` from now on."""
+        with self._lock:
+            self._given[context] = database
+            table = self._tables.pop(context, None)
+        if table is not None:
+            table.close()
+
     def opening_key(self, context: str, key_id: str) -> AESGCM | None:
         table = self._tables.get(context)
         if table is None:

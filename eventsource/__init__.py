@@ -22,7 +22,10 @@ from eventsource.errors import StoreError as StoreError
 from eventsource.errors import StoreMismatch as StoreMismatch
 from eventsource.errors import StoreUnavailable as StoreUnavailable
 from eventsource.errors import UnknownEventType as UnknownEventType
+from eventsource.events import FORGOTTEN as FORGOTTEN
 from eventsource.events import Event as Event
+from eventsource.events import PersonalData as PersonalData
+from eventsource.events import PersonalDataForgotten as PersonalDataForgotten
 from eventsource.events import StoredEvent as StoredEvent
 from eventsource.events import upcaster as upcaster
 from eventsource.projections import Projection as Projection
@@ -42,6 +45,7 @@ from eventsource.store import EventStore as EventStore
 __version__ = "0.1.0"
 
 __all__ = [
+    "FORGOTTEN",
     "Aggregate",
     "AggregateNotFound",
     "BrokerUnavailable",
@@ -57,6 +61,8 @@ __all__ = [
     "IncompatibleSchema",
     "InvalidAggregateId",
     "MissingHandler",
+    "PersonalData",
+    "PersonalDataForgotten",
     "Projection",
     "Reaction",
     "Reactor",

@@ -66,6 +66,13 @@ class Settings(BaseSettings):
     # How often a running worker writes its heartbeat (status calls a worker
     # whose heartbeat is three intervals old unresponsive).
     heartbeat_seconds: float = Field(default=5.0, gt=0)
+    # Where other contexts' keys of personal data are read (their databases,
+    # by a user that may read `personal_data_keys`), when not in `stores`:
+    # EVENTSOURCE_KEYS='{"customers": "postgresql://reader@db/customers"}'
+    keys: dict[str, str] = Field(default_factory=dict)
+    # How long a process trusts a key it has read (or read as deleted): a
+    # `forget` elsewhere takes effect here within this time.
+    keys_cache_seconds: float = Field(default=60.0, ge=0)
     # The `eventsource` command only: hold the garbage collector between
     # batches and shorten the GIL switch interval (see `eventsource.tuning`).
     tune_interpreter: bool = False
@@ -154,7 +161,7 @@ def describe(settings: Settings) -> dict[str, Any]:
             shown = dict.fromkeys(value, "***")
         elif name == "database_url":
             shown = _safe(value)
-        elif name == "stores":
+        elif name in ("stores", "keys"):
             shown = {k: _safe(v) for k, v in value.items()}
         out[f"EVENTSOURCE_{name.upper()}"] = shown
     return out

@@ -2,34 +2,40 @@
 
 Four contexts, four SQLite files under ./demo-data (recreated on each run).
 The workers of each context read the other contexts' stores as their log,
-exactly as they would read Kafka topics in production.
+exactly as they would read Kafka topics in production. At the end a customer
+is forgotten: their name and addresses read as forgotten everywhere.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, Table, select
 
-from eventsource import Settings
+from eventsource import FORGOTTEN, EventStore, Repository, Settings
 from eventsource.console import print_table
 from eventsource.projections.deadlines import pending
 from eventsource.projections.rebuild import rebuild
 from eventsource.projections.runner import Runtime, load_class, run_workers
 from eventsource.store.engine import read_transaction
 from sample_app.contexts import CONSUMERS, CONTEXTS
+from sample_app.customers.domain import Customer
 from sample_app.orders.timeouts import CancelUnpaidOrders
 from sample_app.orders.views import OrderSummary
 from sample_app.payments.views import CardAttempts, flagged_cards_query, fraud_windows
 from sample_app.shipping.views import AddressBook, ShipmentsToDispatch
-from sample_app.story import StoryFacts, tell
+from sample_app.story import CUSTOMERS, StoryFacts, tell
 
 DEMO_TIMEOUT_SECONDS = "2"
+FORGOTTEN_CUSTOMER = "c-alan"
 
 
 def store_urls(data_dir: Path) -> dict[str, str]:
@@ -86,13 +92,33 @@ def show(title: str, data: list[dict[str, Any]], columns: list[str]) -> None:
     print_table(title, columns, [[row[c] for c in columns] for row in data])
 
 
+@contextmanager
+def customers_keys(urls: dict[str, str]) -> Iterator[None]:
+    """Shipping copies customers' personal data: its codecs read the customers'
+    keys from their database (`EVENTSOURCE_KEYS`, as a deployment sets it)."""
+    before = os.environ.get("EVENTSOURCE_KEYS")
+    os.environ["EVENTSOURCE_KEYS"] = json.dumps({"customers": urls["customers"]})
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("EVENTSOURCE_KEYS", None)
+        else:
+            os.environ["EVENTSOURCE_KEYS"] = before
+
+
 def main(data_dir: Path = Path("demo-data")) -> None:
     started = time.monotonic()
     os.environ.setdefault("SAMPLE_UNPAID_TIMEOUT", DEMO_TIMEOUT_SECONDS)
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
     urls = store_urls(data_dir)
+    with customers_keys(urls):
+        run_story(data_dir, urls)
+    print(f"\nDone in {time.monotonic() - started:.1f} s. Run it again: it starts from scratch.")
 
+
+def run_story(data_dir: Path, urls: dict[str, str]) -> None:
     with Runtime(settings_for("customers", urls)) as runtime:
         stores = {ctx: runtime.store(ctx) for ctx in CONTEXTS}
         for store in stores.values():
@@ -129,7 +155,51 @@ def main(data_dir: Path = Path("demo-data")) -> None:
         print(f"   rebuilt views identical to the live ones: {'yes' if same else 'NO'}")
         if not same:
             raise SystemExit("the rebuilt shipping views differ from the live ones")
-    print(f"\nDone in {time.monotonic() - started:.1f} s. Run it again: it starts from scratch.")
+
+        print(f"\n6. Forgetting customer {FORGOTTEN_CUSTOMER} (erasure of personal data)")
+        forget_a_customer(stores["customers"], engines, data_dir, urls)
+
+
+def forget_a_customer(
+    customers: EventStore, engines: dict[str, Engine], data_dir: Path, urls: dict[str, str]
+) -> None:
+    """Forget a customer; show and check what every context reads afterwards."""
+    forgotten = customers.forget(FORGOTTEN_CUSTOMER)
+    print(f"   customers: the key is deleted; a notice is at position {forgotten.position}")
+    customer = Repository(customers, Customer).get(FORGOTTEN_CUSTOMER)
+    print(
+        f"   customers: Repository.get({FORGOTTEN_CUSTOMER!r}) -> name={customer.name!r},"
+        f" email={customer.email!r}, address={customer.address!r}"
+    )
+    run_context("shipping", urls)
+    book = rows(engines["shipping"], AddressBook.addresses, "customer_id")
+    print(f"   shipping: the address book holds {', '.join(r['customer_id'] for r in book)}")
+    name = CUSTOMERS[FORGOTTEN_CUSTOMER][0]
+    stored = b"".join(p.read_bytes() for p in sorted(data_dir.glob("customers.db*")))
+    checks = [
+        (
+            f"{FORGOTTEN_CUSTOMER} loads, and reads as forgotten",
+            (customer.name, customer.email, customer.address) == (FORGOTTEN, FORGOTTEN, None),
+        ),
+        (
+            "the other customers read as before",
+            Repository(customers, Customer).get("c-ada").name == CUSTOMERS["c-ada"][0],
+        ),
+        (
+            "shipping's address book dropped its copy",
+            FORGOTTEN_CUSTOMER not in {r["customer_id"] for r in book},
+        ),
+        (f"{name!r} is in no byte of the customers database", name.encode() not in stored),
+    ]
+    report(checks, "forgetting a customer did not erase them")
+
+
+def report(checks: list[tuple[str, bool]], failure: str) -> None:
+    print()
+    for text, ok in checks:
+        print(f"   [{'ok' if ok else 'FAILED'}] {text}")
+    if not all(ok for _, ok in checks):
+        raise SystemExit(failure)
 
 
 def print_read_models(engines: dict[str, Engine]) -> None:
@@ -190,11 +260,7 @@ def check(facts: StoryFacts, engines: dict[str, Engine]) -> None:
             flagged == facts.flagged_cards,
         ),
     ]
-    print()
-    for text, ok in checks:
-        print(f"   [{'ok' if ok else 'FAILED'}] {text}")
-    if not all(ok for _, ok in checks):
-        raise SystemExit("the read models do not match the story")
+    report(checks, "the read models do not match the story")
 
 
 def _shipping_tables() -> list[Table]:

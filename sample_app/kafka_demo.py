@@ -16,6 +16,7 @@ prefix per run (EVENTSOURCE_TOPIC_PREFIX), so runs never see each other's events
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -29,6 +30,8 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, make_url, select
 
 from eventsource import EventStore
+from eventsource.bus.admin import TopicAdmin
+from eventsource.bus.config import KafkaConfig
 from eventsource.store.engine import read_transaction
 from sample_app.contexts import CONSUMERS, CONTEXTS
 from sample_app.demo import check, print_read_models, rows
@@ -60,11 +63,18 @@ def main(argv: list[str] | None = None) -> None:
             "EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS": args.kafka,
             "EVENTSOURCE_TOPIC_PREFIX": prefix,
             "EVENTSOURCE_TOPIC_PARTITIONS": "3",
+            # Shipping copies customers' addresses: it reads their keys there.
+            "EVENTSOURCE_KEYS": json.dumps({"customers": urls["customers"]}),
             "PYTHONPATH": str(ROOT),
         }
         stores = {ctx: EventStore(url, context=ctx) for ctx, url in urls.items()}
         for store in stores.values():
             store.create_schema()
+        # Shipping's address book reads the customers' forget notices. The
+        # relay makes a topic with its first event, and a rebuild refuses a
+        # topic that does not exist: make it with the others, up front.
+        kafka = KafkaConfig(args.kafka, partitions=3, topic_prefix=prefix)
+        TopicAdmin(kafka).ensure([kafka.physical("customers.personal_data")])
         print(f"1. Four PostgreSQL databases, topics prefixed {prefix!r}")
         with processes(urls, env) as started:
             print(f"2. Started {len(started)} processes: a relay per context and their workers")

@@ -12,6 +12,7 @@ from eventsource.aggregates import snapshots
 from eventsource.aggregates.base import Aggregate, check_id
 from eventsource.errors import AggregateNotFound, ConfigurationError, StoreError
 from eventsource.events.base import Event
+from eventsource.events.personal import SubjectKey
 from eventsource.events.records import StoredEvent, stream_id_for
 from eventsource.store.driver import DriverConnection, driver_transaction
 from eventsource.store.eventstore import (
@@ -53,6 +54,7 @@ class Repository(Generic[A]):
         if self.snapshot_every is not None and self.snapshot_every < 1:
             raise ConfigurationError(f"snapshot_every must be positive, got {self.snapshot_every}")
         if self.snapshot_every:
+            snapshots.check_no_personal_data(aggregate)
             snapshots.fingerprint(aggregate)  # fail now, not at the first snapshot
 
     def __repr__(self) -> str:
@@ -97,18 +99,20 @@ class Repository(Generic[A]):
             return 0
         records = [self.store.codec.encode(event) for event in events]
         if connection is not None:
-            position = self._write(DriverConnection.of(connection), pending, records)
+            position, _ = self._write(DriverConnection.of(connection), pending, events, records)
         else:
             try:
                 # Only appends (and a snapshot after them): BEGIN IMMEDIATE on
                 # SQLite, and on PostgreSQL the events table's trigger takes the
                 # appenders' lock before any row is written.
                 with driver_transaction(self.store.engine, write=True) as conn:
-                    position = self._write(conn, pending, records)
+                    position, written = self._write(conn, pending, events, records)
             except IntegrityError as exc:
                 raise self.store.conflict_error(records, exc) from exc
             except DBAPIError as exc:
                 raise StoreError(f"saving to {self.store!r} failed: {exc.orig}") from exc
+            if written:
+                self.store.keys.committed(written)
         for aggregate in aggregates:
             aggregate._mark_saved()
         return position
@@ -119,15 +123,20 @@ class Repository(Generic[A]):
         self,
         conn: DriverConnection,
         pending: list[tuple[A, list[Event]]],
+        events: list[Event],
         records: list[StoredEvent],
-    ) -> int:
+    ) -> tuple[int, dict[str, SubjectKey]]:
+        written: dict[str, SubjectKey] = {}
+        if self.store.keys.unsettled:
+            # A subject's first key is written with the first events sealed with it.
+            records, written = self.store.write_keys(conn, events, records)
         positions = insert_on(conn, records)
         every = self.snapshot_every
         if every:
             for aggregate, batch in pending:
                 if batch and aggregate.version // every > (aggregate.version - len(batch)) // every:
                     self._snapshot(conn, aggregate)
-        return positions[-1]
+        return positions[-1], written
 
     def _snapshot(self, conn: DriverConnection, aggregate: Aggregate) -> None:
         cls = type(aggregate)

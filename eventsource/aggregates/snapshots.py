@@ -59,6 +59,27 @@ def _build_state_model(cls: type[Aggregate]) -> type[pydantic.BaseModel]:
         ) from exc
 
 
+def check_no_personal_data(cls: type[Aggregate]) -> None:
+    """Refuse snapshots of an aggregate that applies personal data.
+
+    Its state holds the plaintext of sealed fields, and a snapshot would
+    store it where forgetting the subject's key cannot reach it (deleting
+    the row is not enough: databases keep deleted bytes in their files).
+    Such an aggregate is rebuilt from its events, whose fields stay sealed.
+    """
+    personal = sorted(
+        event.__name__
+        for event in cls._handlers
+        if event._es_sealing is not None and event._es_sealing.fields
+    )
+    if personal:
+        raise ConfigurationError(
+            f"{cls.__qualname__} applies personal data ({', '.join(personal)}), so it is"
+            " never snapshotted: its state holds the plaintext, which forgetting the"
+            " subject could not erase; remove snapshot_every"
+        )
+
+
 def fingerprint(cls: type[Aggregate]) -> str:
     """Changes whenever the state's shape or the class's `snapshot_version` does."""
     found = _fingerprints.get(cls)

@@ -108,6 +108,9 @@ def _add_commands() -> None:
     from eventsource.cli.schema import schema
 
     cli.add_command(schema)
+    from eventsource.cli.forget import forget
+
+    cli.add_command(forget)
 
 
 _add_commands()

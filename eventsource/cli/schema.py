@@ -18,7 +18,7 @@ from eventsource.cli.events import import_modules
 from eventsource.errors import ConfigurationError, IncompatibleSchema
 from eventsource.events.registry import default_registry
 from eventsource.schema.dryrun import DryRun
-from eventsource.schema.lock import LOCK_FILE, SchemaLock, read_lock
+from eventsource.schema.lock import LOCK_FILE, SchemaLock, app_types, read_lock
 
 _modules_option = click.option(
     "--import",
@@ -226,7 +226,7 @@ def _import(modules: tuple[str, ...]) -> tuple[str, ...]:
             " (repeatable); `schema lock` records them in the lock file for later runs"
         )
     import_modules(modules)
-    if not default_registry.types():
+    if not app_types(default_registry):
         raise ConfigurationError(
             f"no event classes are registered after importing {', '.join(modules)}:"
             " name the modules that define them"

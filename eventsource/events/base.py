@@ -11,6 +11,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict
 
 from eventsource.errors import ConfigurationError
+from eventsource.events.personal import Sealing, sealing_of
 
 NIL_UUID = UUID(int=0)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -61,6 +62,9 @@ class Event(BaseModel):
 
     event_type: ClassVar[str] = "Event"
     schema_version: ClassVar[int] = 1
+    # What the codec seals and opens (personal data fields); None for most
+    # classes, so that decoding them costs one attribute look-up more.
+    _es_sealing: ClassVar[Sealing | None] = None
 
     event_id: UUID = NIL_UUID
     aggregate_id: str = ""
@@ -75,6 +79,7 @@ class Event(BaseModel):
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         _check_declaration(cls)
+        cls._es_sealing = sealing_of(cls)
         from eventsource.events.registry import default_registry
 
         default_registry.register(cls)

@@ -9,8 +9,25 @@ import orjson
 import pydantic
 import pydantic_core
 
-from eventsource.errors import DecodeError, EncodeError, EventTooLarge, UnknownEventType
+from eventsource.errors import (
+    DecodeError,
+    EncodeError,
+    EventTooLarge,
+    StoreError,
+    UnknownEventType,
+)
 from eventsource.events.base import METADATA_FIELDS, Event
+from eventsource.events.personal import (
+    PREFIX,
+    KeyRing,
+    PersonalField,
+    SealError,
+    Sealing,
+    check_subject,
+    open_sealed,
+    parse,
+    seal,
+)
 from eventsource.events.records import StoredEvent
 from eventsource.events.registry import EventRegistry, default_registry
 from eventsource.events.uuids import parse_uuid
@@ -27,6 +44,12 @@ class EventCodec:
     bytes that are not JSON, or input above `max_event_bytes` raise
     `DecodeError` naming the type, stream and version; a half-built event is
     never returned.
+
+    Fields marked `PersonalData` are sealed with their subject's key from
+    `keys` (a store's codec: the store's keys) and opened on decode; a value
+    whose key is deleted decodes to its placeholder. Without `keys`, the
+    codec seals with keys held in memory and opens values of other contexts
+    through their key tables (`EVENTSOURCE_KEYS`, `EVENTSOURCE_STORES`).
     """
 
     def __init__(
@@ -34,9 +57,11 @@ class EventCodec:
         registry: EventRegistry | None = None,
         *,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        keys: KeyRing | None = None,
     ) -> None:
         self.registry = registry or default_registry
         self.max_event_bytes = max_event_bytes
+        self._keys = keys
         # The registry's own lookup, bound once: a C call per event read.
         self._class_named = self.registry.lookup()
         # The events of one command share their metadata: parse it once.
@@ -64,6 +89,9 @@ class EventCodec:
             raise EncodeError(
                 f"cannot serialise {cls.event_type} for stream {stream_id!r}: {exc}"
             ) from exc
+        sealing = cls._es_sealing
+        if sealing is not None and sealing.fields:
+            payload = self._seal(event, sealing.fields, payload, stream_id)
         if not payload.isascii() or len(payload) > self.max_event_bytes:
             size = _utf8_size(payload)
             if size > self.max_event_bytes:
@@ -130,6 +158,10 @@ class EventCodec:
             json: str | bytes = payload
             if schema_version != cls.schema_version:
                 json = self._upcast(record, cls)
+            # Personal data is opened before validation, as if stored in the clear.
+            sealing = cls._es_sealing
+            if sealing is not None:
+                json = self._open(record, sealing, json)
             # 4. Validate the payload with the class's own JSON rules (its validator
             #    directly: `model_validate_json` adds a Python-level call per event).
             #    Fields this class does not know are ignored: a producer may add an
@@ -155,10 +187,66 @@ class EventCodec:
             fields["correlation_id"], fields["causation_id"] = ids
             event.__pydantic_fields_set__.update(METADATA_FIELDS)
             return event
-        except DecodeError:
-            raise
+        except (DecodeError, StoreError):
+            raise  # a key database that is away is not bad data: callers retry
         except Exception as exc:  # a decoding boundary: anything else is bad data too
             raise self._error(record, f"{type(exc).__name__}: {exc}") from exc
+
+    @property
+    def keys(self) -> KeyRing:
+        """Where personal data's keys come from (see the class docstring)."""
+        if self._keys is None:
+            # Only a codec that meets personal data without a store gets here;
+            # the store's modules are imported then, not by every codec.
+            from eventsource.store.keys import LocalKeys
+
+            self._keys = LocalKeys()
+        return self._keys
+
+    def _seal(
+        self, event: Event, fields: tuple[PersonalField, ...], payload: str, stream_id: str
+    ) -> str:
+        """`payload` with each personal field's value sealed with its subject's key."""
+        data = orjson.loads(payload)
+        values = event.__dict__
+        keys = self.keys
+        for field in fields:
+            value = data.get(field.name)
+            if value is None:
+                continue  # nothing to hide; None stays readable as None
+            subject = values[field.subject]
+            problem = check_subject(subject)
+            if problem is not None:
+                raise EncodeError(
+                    f"{type(event).event_type} for stream {stream_id!r}: the subject of"
+                    f" {field.name} ({field.subject}) {problem}"
+                )
+            data[field.name] = seal(keys.sealing_key(subject), orjson.dumps(value))
+        return orjson.dumps(data).decode()
+
+    def _open(self, record: StoredEvent, sealing: Sealing, json: str | bytes) -> str | bytes:
+        """The payload with personal fields opened, or their placeholders once forgotten."""
+        if sealing.notice:
+            self.keys.forgotten(record.aggregate_id)
+            return json
+        data = orjson.loads(json)
+        if not isinstance(data, dict):
+            raise self._error(record, "payload is not a JSON object")
+        keys = self.keys
+        for field in sealing.fields:
+            value = data.get(field.name)
+            if not (isinstance(value, str) and value.startswith(PREFIX)):
+                continue  # None, or recorded before the field was marked
+            try:
+                header, context, key_id, body = parse(value)
+                cipher = keys.opening_key(context, key_id)
+                if cipher is None:
+                    data[field.name] = field.placeholder
+                else:
+                    data[field.name] = orjson.loads(open_sealed(cipher, header, body))
+            except SealError as exc:
+                raise self._error(record, f"{field.name}: {exc}") from None
+        return orjson.dumps(data)
 
     def _upcast(self, record: StoredEvent, cls: type[Event]) -> bytes:
         if record.schema_version > cls.schema_version:

@@ -18,7 +18,14 @@ from eventsource.errors import IncompatibleSchema
 from eventsource.events.base import Event
 from eventsource.events.registry import EventRegistry
 from eventsource.schema.compare import COMPATIBLE, Change, changes
-from eventsource.schema.lock import LockedType, SchemaLock, current_lock, event_schema, merge
+from eventsource.schema.lock import (
+    LockedType,
+    SchemaLock,
+    app_types,
+    current_lock,
+    event_schema,
+    merge,
+)
 
 
 @dataclass(frozen=True)
@@ -146,7 +153,7 @@ def _gone(name: str, locked: LockedType, recorded: SchemaLock, registry: EventRe
 
 def _same_fields_as(locked: LockedType, recorded: SchemaLock, registry: EventRegistry) -> str:
     """The unrecorded type whose class has exactly the fields of `locked`'s latest shape."""
-    for other, cls in registry.types().items():
+    for other, cls in app_types(registry).items():
         if other in recorded.events:
             continue
         if not changes(locked.versions[locked.latest], event_schema(cls)):

@@ -113,13 +113,23 @@ def class_path(cls: type[Event]) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
+def app_types(registry: EventRegistry) -> dict[str, type[Event]]:
+    """The registered classes an app defines: the framework's own events (the
+    `PersonalDataForgotten` notice) are its contract, not the app's."""
+    return {
+        name: cls
+        for name, cls in registry.types().items()
+        if cls.__module__ != "eventsource.events.notices"
+    }
+
+
 def current_lock(registry: EventRegistry, modules: tuple[str, ...] = ()) -> SchemaLock:
     """The shapes of the registered classes as they are now (one version per type)."""
     events = {
         name: LockedType(
             event_class=class_path(cls), versions={cls.schema_version: event_schema(cls)}
         )
-        for name, cls in registry.types().items()
+        for name, cls in app_types(registry).items()
     }
     return SchemaLock(modules=modules, events=events)
 

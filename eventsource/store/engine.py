@@ -74,8 +74,9 @@ def create_engine(
             # No ping per checkout (a round trip per save): a connection that
             # died is discarded on its first error, which callers retry.
             options.setdefault("pool_recycle", 1800)
-            options.setdefault("pool_size", 10)
-            options.setdefault("max_overflow", 20)
+            if "poolclass" not in options:
+                options.setdefault("pool_size", 10)
+                options.setdefault("max_overflow", 20)
         engine = sa_create_engine(parsed, **options)
     prepare(engine, sqlite_synchronous=sqlite_synchronous)
     return engine

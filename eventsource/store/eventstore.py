@@ -6,11 +6,11 @@ import importlib.util
 import logging
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import UUID
 
 from sqlalchemy import Connection, Engine, Insert, Select, bindparam, func, select, tuple_
@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from eventsource.errors import ConcurrencyError, ConfigurationError, StoreError
 from eventsource.events.base import Event
 from eventsource.events.codec import DEFAULT_MAX_EVENT_BYTES, EventCodec
+from eventsource.events.personal import SubjectKey
 from eventsource.events.records import StoredEvent, stream_id_for
 from eventsource.events.registry import EventRegistry
 from eventsource.events.uuids import uuid_from_hex
@@ -36,6 +37,10 @@ from eventsource.store.engine import (
     write_connection,
     write_transaction,
 )
+from eventsource.store.keys import KeyDatabase, StoreKeys
+
+if TYPE_CHECKING:
+    from eventsource.store.forget import Forgotten
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,14 @@ class EventStore:
     `context` names the bounded context and prefixes its topics (default:
     `EVENTSOURCE_CONTEXT`, else `default`). Events above `max_event_bytes`
     encoded are refused.
+
+    Personal data (`PersonalData` fields) is sealed with keys in this
+    store's `personal_data_keys` table; `forget(subject)` deletes one.
+    `keys` maps other contexts to the databases where their keys are read,
+    for events of theirs this store's codec decodes (default:
+    `EVENTSOURCE_KEYS`, then `EVENTSOURCE_STORES`); `keys_cache_seconds`
+    is how long a key read is trusted (default:
+    `EVENTSOURCE_KEYS_CACHE_SECONDS`, else 60).
     """
 
     def __init__(
@@ -67,6 +80,8 @@ class EventStore:
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         registry: EventRegistry | None = None,
         sqlite_synchronous: SqliteSync = "FULL",
+        keys: Mapping[str, KeyDatabase] | None = None,
+        keys_cache_seconds: float | None = None,
     ) -> None:
         if url is None or context is None:
             settings = Settings()
@@ -74,7 +89,10 @@ class EventStore:
             context = context if context is not None else settings.context
         self.context = check_context(context)
         self.engine: Engine = create_engine(url, sqlite_synchronous=sqlite_synchronous)
-        self.codec = EventCodec(registry, max_event_bytes=max_event_bytes)
+        self.keys = StoreKeys(
+            self.engine, self.context, others=keys, cache_seconds=keys_cache_seconds
+        )
+        self.codec = EventCodec(registry, max_event_bytes=max_event_bytes, keys=self.keys)
         self._owns_engine = not isinstance(url, Engine)
         self._identity: str | None = None
 
@@ -90,6 +108,7 @@ class EventStore:
 
     def close(self) -> None:
         """Release the connection pool (if the store created the engine)."""
+        self.keys.close()
         if self._owns_engine:
             self.engine.dispose()
 
@@ -114,6 +133,26 @@ class EventStore:
         """
         upgrade_schema(self.engine, *branches)
 
+    # -- personal data ---------------------------------------------------------
+
+    def forget(self, subject: str) -> Forgotten:
+        """Erase a subject's personal data from this context: delete its key.
+
+        In one transaction: the subject's key is deleted, so that every field
+        sealed with it (`PersonalData`) decodes to its placeholder from now
+        on, wherever a copy of the event is (the events table, Kafka,
+        backups), and a `PersonalDataForgotten` notice is recorded (topic
+        `<context>.personal_data`) for projections that copied the data.
+        Other processes see the key gone within their key cache time
+        (`keys_cache_seconds`), or at once when they read the notice.
+
+        A subject without a key here is left alone (`Forgotten.keys == 0`).
+        Each context that seals the subject's data forgets it in its own store.
+        """
+        from eventsource.store.forget import forget
+
+        return forget(self, subject)
+
     # -- writing ---------------------------------------------------------------
 
     def append(self, events: Sequence[Event], *, connection: Connection | None = None) -> list[int]:
@@ -125,12 +164,45 @@ class EventStore:
         part of a larger transaction.
         """
         records = [self.codec.encode(event) for event in events]
-        return self.append_records(records, connection=connection)
+        if not self.keys.unsettled:
+            return self.append_records(records, connection=connection)
+        # A subject's first key is written with the first events sealed with it.
+        if connection is not None:
+            records, _ = self.write_keys(DriverConnection.of(connection), events, records)
+            return insert_on(DriverConnection.of(connection), records)
+        try:
+            with driver_transaction(self.engine, write=True) as conn:
+                records, written = self.write_keys(conn, events, records)
+                positions = insert_on(conn, records)
+        except IntegrityError as exc:
+            raise self._conflict(records, exc) from exc
+        except DBAPIError as exc:
+            raise StoreError(f"append to {self!r} failed: {exc.orig}") from exc
+        self.keys.committed(written)
+        return positions
+
+    def write_keys(
+        self, conn: DriverConnection, events: Sequence[Event], records: list[StoredEvent]
+    ) -> tuple[list[StoredEvent], dict[str, SubjectKey]]:
+        """Write the subjects' keys made for `records`, in `conn`'s transaction.
+
+        Returns the records to insert (sealed again if another writer's key
+        won one of their subjects) and the keys written, which the
+        transaction's owner hands to `keys.committed` once it commits.
+        """
+        reseal, written = self.keys.write_pending(conn, records)
+        if reseal:
+            records = [self.codec.encode(event) for event in events]
+        return records, written
 
     def append_records(
         self, records: Sequence[StoredEvent], *, connection: Connection | None = None
     ) -> list[int]:
-        """Append already-encoded records (see `append`)."""
+        """Append already-encoded records (see `append`).
+
+        Records holding personal data must come from `append` or a
+        `Repository`, which write the subjects' keys with them.
+        """
         if not records:
             return []
         if connection is not None:

@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -89,4 +90,15 @@ relay_heartbeats = Table(
     Column("relayed", BigInteger, nullable=False),
     Column("retrying_since", DateTime(timezone=True), nullable=True),
     Column("retry_reason", Text, nullable=True),
+)
+
+# A subject's key for sealing personal data (see `eventsource.events.personal`).
+personal_data_keys = Table(
+    "personal_data_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("subject", String(200), nullable=False),
+    Column("key", LargeBinary, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("subject", name="personal_data_keys_subject_key"),
 )

@@ -308,6 +308,8 @@ class ConsumerScenario:
         found = self.stores.get(context)
         if found is None:
             found = self.stores[context] = self._new_store(context, full=False)
+            # Personal data sealed there is opened with the keys stored there.
+            self.store.keys.others.know(context, found.engine)
         return found
 
     def _new_store(self, context: str, *, full: bool) -> EventStore:

@@ -2,14 +2,17 @@
 
 `AddressBook` is shipping's local copy of where customers live, built from
 the customers' events: shipping never asks the customers context at query
-time. `ShipmentsToDispatch` lists shipments with where they go.
+time. The copy is personal data: when the customers context forgets a
+customer, its `PersonalDataForgotten` notice removes the row, and a rebuild
+replays the customer's events with their addresses gone (None).
+`ShipmentsToDispatch` lists shipments with where they go.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import Column, DateTime, MetaData, String, Table
 
-from eventsource import Projection, View, handles
+from eventsource import PersonalDataForgotten, Projection, View, handles
 from sample_app.customers.events import Address, CustomerAddressChanged, CustomerRegistered
 from sample_app.shipping.events import ShipmentCreated, ShipmentDispatched
 
@@ -18,7 +21,7 @@ metadata = MetaData()
 
 class AddressBook(Projection):
     name = "shipping.address_book"
-    topics = ["customers.customer"]
+    topics = ["customers.customer", "customers.personal_data"]
 
     addresses = Table(
         "shipping_address_book",
@@ -34,6 +37,8 @@ class AddressBook(Projection):
 
     @handles(CustomerRegistered)
     def _registered(self, event: CustomerRegistered, view: View) -> None:
+        if event.address is None:
+            return  # the customer has been forgotten: nothing to copy
         view.upsert(
             self.addresses,
             customer_id=event.aggregate_id,
@@ -44,12 +49,18 @@ class AddressBook(Projection):
 
     @handles(CustomerAddressChanged)
     def _moved(self, event: CustomerAddressChanged, view: View) -> None:
+        if event.address is None:
+            return  # forgotten
         view.update(
             self.addresses,
             event.aggregate_id,
             updated_at=event.occurred_at,
             **event.address.model_dump(),
         )
+
+    @handles(PersonalDataForgotten)
+    def _forgotten(self, event: PersonalDataForgotten, view: View) -> None:
+        view.delete(self.addresses, event.aggregate_id)
 
 
 def address_of(row: dict[str, object] | None) -> Address | None:

@@ -20,7 +20,13 @@ from eventsource.store import EventStore, upgrade_schema
 from eventsource.store.engine import create_engine
 from eventsource.store.eventstore import migrations_folder
 
-STORE_TABLES = {"events", "snapshots", "store_identity", "relay_heartbeats"}
+STORE_TABLES = {
+    "events",
+    "snapshots",
+    "store_identity",
+    "relay_heartbeats",
+    "personal_data_keys",
+}
 # The revisions that were the linear history's (`0001` - `0003`).
 LINEAR_ERA = {"store_0001", "runtime_0001", "runtime_0002"}
 

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from eventsource import FORGOTTEN, EventStore, Repository
 from eventsource.store.engine import create_engine, read_transaction
 from sample_app import demo
+from sample_app.customers.domain import Customer
 from sample_app.orders.views import OrderSummary
 from sample_app.payments.views import flagged_cards_query
 from sample_app.shipping.views import AddressBook, ShipmentsToDispatch
@@ -52,6 +54,8 @@ def test_demo_read_models_match_the_story(tmp_path: Path, monkeypatch: pytest.Mo
 
     order_ids = [s["order_id"] for s in shipments]
     assert sorted(order_ids) == sorted(paid)  # exactly one each, none for unpaid orders
+    # The demo ends by forgetting a customer: shipping's copy of them is gone.
+    del addresses[demo.FORGOTTEN_CUSTOMER]
     assert {r["customer_id"]: (r["street"], r["city"]) for r in book} == addresses
     assert {o for o, s in statuses.items() if s == "cancelled"} == unpaid
     assert {o for o, s in statuses.items() if s == "paid"} == paid
@@ -61,6 +65,10 @@ def test_demo_read_models_match_the_story(tmp_path: Path, monkeypatch: pytest.Mo
     assert set(ada.values()) == {MOVES["c-ada"].street}
     for engine in (shipping, orders, payments):
         engine.dispose()
+    with EventStore(urls["customers"], context="customers") as customers:
+        forgotten = Repository(customers, Customer).get(demo.FORGOTTEN_CUSTOMER)
+        assert (forgotten.name, forgotten.email, forgotten.address) == (FORGOTTEN, FORGOTTEN, None)
+        assert Repository(customers, Customer).get("c-ada").name == CUSTOMERS["c-ada"][0]
 
 
 def test_readme_demo_command_runs_twice(tmp_path: Path) -> None:
@@ -78,4 +86,6 @@ def test_readme_demo_command_runs_twice(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, done.stderr
         assert "rebuilt views identical to the live ones: yes" in done.stdout
+        assert "[ok] c-alan loads, and reads as forgotten" in done.stdout
+        assert "[ok] shipping's address book dropped its copy" in done.stdout
         assert "[FAILED]" not in done.stdout

@@ -30,8 +30,6 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, make_url, select
 
 from eventsource import EventStore
-from eventsource.bus.admin import TopicAdmin
-from eventsource.bus.config import KafkaConfig
 from eventsource.store.engine import read_transaction
 from sample_app.contexts import CONSUMERS, CONTEXTS
 from sample_app.demo import check, print_read_models, rows
@@ -70,11 +68,6 @@ def main(argv: list[str] | None = None) -> None:
         stores = {ctx: EventStore(url, context=ctx) for ctx, url in urls.items()}
         for store in stores.values():
             store.create_schema()
-        # Shipping's address book reads the customers' forget notices. The
-        # relay makes a topic with its first event, and a rebuild refuses a
-        # topic that does not exist: make it with the others, up front.
-        kafka = KafkaConfig(args.kafka, partitions=3, topic_prefix=prefix)
-        TopicAdmin(kafka).ensure([kafka.physical("customers.personal_data")])
         print(f"1. Four PostgreSQL databases, topics prefixed {prefix!r}")
         with processes(urls, env) as started:
             print(f"2. Started {len(started)} processes: a relay per context and their workers")

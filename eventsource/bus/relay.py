@@ -39,6 +39,7 @@ from eventsource.errors import (
     StoreMismatch,
     TopicConfigError,
 )
+from eventsource.events.notices import NOTICE_AGGREGATE_TYPE
 from eventsource.identity import Identity
 from eventsource.observability.metrics import RelayMetrics
 from eventsource.retry import RetryPolicy, is_transient
@@ -156,6 +157,10 @@ class Relay:
         )
         self._producer = producer
         self.position = self.retry.call(self._recover)
+        # The topic of the context's forget notices exists before the first
+        # notice: consumers (and rebuilds) subscribe to it from their start.
+        notices = self.kafka.physical(self.store.topic_for(NOTICE_AGGREGATE_TYPE))
+        self.retry.call(lambda: self.admin.ensure({notices}))
         log.info(
             "relay %s for %r resumes after global position %d",
             self.transactional_id,

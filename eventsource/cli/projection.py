@@ -246,6 +246,7 @@ def projection_rebuild(
             cls,
             runtime.log(f"{cls.name}.rebuild"),
             engine=runtime.store().engine,
+            codec=runtime.store().codec,
             batch_size=batch_size,
             restart=restart,
             stop=stop,

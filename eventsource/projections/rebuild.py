@@ -34,6 +34,7 @@ from sqlalchemy.sql.elements import quoted_name
 
 from eventsource.bus.base import LogConsumer, PartitionLag, TopicPartition
 from eventsource.errors import BusError, ConfigurationError
+from eventsource.events.codec import EventCodec
 from eventsource.projections import deadletters, positions
 from eventsource.projections.base import Consumer, Reactor
 from eventsource.projections.tables import dead_letters, projections
@@ -94,6 +95,7 @@ def rebuild(
     progress: ProgressCallback | None = None,
     before_swap: Callable[[], None] | None = None,
     on_batch: Callable[[], None] | None = None,
+    codec: EventCodec | None = None,
 ) -> int:
     """Rebuild `cls`'s views from offset zero and swap them in; return events applied.
 
@@ -129,6 +131,7 @@ def rebuild(
         batch_size=batch_size,
         positions_key=key,
         physical=shadows,
+        codec=codec,
         check_version=False,
         start_at="beginning",
         # The last poll of a rebuild finds the log's end: wait there briefly.

@@ -103,7 +103,14 @@ class Runtime:
                 )
             if self.read_only:
                 _require_existing(urls[context])
-            found = self._stores[context] = EventStore(urls[context], context=context)
+            found = self._stores[context] = EventStore(
+                urls[context],
+                context=context,
+                # Other contexts' keys of personal data: from these settings,
+                # not the environment's (a Settings object built in code).
+                keys={**self.settings.store_urls(), **self.settings.keys},
+                keys_cache_seconds=self.settings.keys_cache_seconds,
+            )
         return found
 
     def kafka_config(self) -> KafkaConfig | None:

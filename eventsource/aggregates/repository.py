@@ -14,6 +14,7 @@ from eventsource.errors import AggregateNotFound, ConfigurationError, StoreError
 from eventsource.events.base import Event
 from eventsource.events.personal import SubjectKey
 from eventsource.events.records import StoredEvent, stream_id_for
+from eventsource.observability import tracing
 from eventsource.store.driver import DriverConnection, driver_transaction
 from eventsource.store.eventstore import (
     EventStore,
@@ -97,7 +98,26 @@ class Repository(Generic[A]):
         events = [event for _, batch in pending for event in batch]
         if not events:
             return 0
+        if tracing.active():
+            attributes = {
+                "eventsource.context": self.store.context,
+                "eventsource.aggregate_type": self.aggregate.type_name,
+                "eventsource.events": len(events),
+            }
+            with tracing.span(f"eventsource save {self.aggregate.type_name}", attributes):
+                return self._save(aggregates, pending, events, connection)
+        return self._save(aggregates, pending, events, connection)
+
+    def _save(
+        self,
+        aggregates: tuple[A, ...],
+        pending: list[tuple[A, list[Event]]],
+        events: list[Event],
+        connection: Connection | None,
+    ) -> int:
         records = [self.store.codec.encode(event) for event in events]
+        if tracing.active():
+            records = tracing.stamp(records)  # the trace travels with each event
         if connection is not None:
             position, _ = self._write(DriverConnection.of(connection), pending, events, records)
         else:

@@ -29,11 +29,13 @@ from eventsource.bus.wire import (
     H_POSITION,
     H_SCHEMA,
     H_STORE,
+    H_TRACEPARENT,
     H_TYPE,
     H_VERSION,
 )
 from eventsource.errors import StoreError
 from eventsource.events.codec import metadata_ids
+from eventsource.observability.tracing import traceparent_of
 from eventsource.store.engine import fetch_raw, read_transaction
 from eventsource.store.eventstore import EventStore
 
@@ -162,6 +164,10 @@ def _messages(rows: Iterable[Sequence[Any]], identity: str) -> list[OutgoingMess
                 headers[H_CORRELATION] = correlation
             if causation:
                 headers[H_CAUSATION] = causation
+            if H_TRACEPARENT in metadata:
+                traceparent = traceparent_of(metadata)
+                if traceparent:
+                    headers[H_TRACEPARENT] = traceparent
         headers[H_STORE] = identity
         # The tuple itself: `OutgoingMessage(...)` is a Python-level call per event.
         append(_new(OutgoingMessage, (position, aggregate_type, key, value, headers, timestamp)))

@@ -30,6 +30,7 @@ from eventsource.bus.admin import TopicAdmin
 from eventsource.bus.config import ClientErrors, KafkaConfig, kafka_error
 from eventsource.bus.kafka import last_committed
 from eventsource.bus.outbox import OutgoingMessage, read_messages
+from eventsource.bus.wire import H_TRACEPARENT
 from eventsource.errors import (
     BrokerUnavailable,
     BusError,
@@ -41,6 +42,7 @@ from eventsource.errors import (
 )
 from eventsource.events.notices import NOTICE_AGGREGATE_TYPE
 from eventsource.identity import Identity
+from eventsource.observability import tracing
 from eventsource.observability.metrics import RelayMetrics
 from eventsource.retry import RetryPolicy, is_transient
 from eventsource.store.eventstore import EventStore
@@ -310,7 +312,16 @@ class Relay:
             return 0
         types = {m.aggregate_type for m in messages}
         self.admin.ensure({self.kafka.physical(self.store.topic_for(t)) for t in types})
-        self._publish(messages)
+        if tracing.active():
+            traced = [str(m.headers[H_TRACEPARENT]) for m in messages if H_TRACEPARENT in m.headers]
+            attributes = {
+                "eventsource.context": self.store.context,
+                "eventsource.events": len(messages),
+            }
+            with tracing.publishing(f"eventsource relay {self.store.context}", traced, attributes):
+                self._publish(messages)
+        else:
+            self._publish(messages)
         self.position = messages[-1].position
         self.relayed += len(messages)
         if self.metrics is not None:

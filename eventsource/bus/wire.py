@@ -16,6 +16,7 @@ headers  (UTF-8 strings)
   es-occurred-at     ISO 8601 UTC, microseconds
   es-correlation-id  UUID (absent when none)
   es-causation-id    UUID (absent when none)
+  traceparent        W3C trace context of the save (absent unless the saving service traced)
   es-store           the id of the store that wrote it (see `EventStore.identity`)
 """
 
@@ -29,6 +30,7 @@ from eventsource.errors import DecodeError
 from eventsource.events.codec import metadata_ids
 from eventsource.events.records import StoredEvent, stream_id_for
 from eventsource.events.uuids import parse_uuid_bytes
+from eventsource.observability.tracing import traceparent_of
 
 CONTENT_TYPE = "application/json"
 H_CONTENT_TYPE = "content-type"
@@ -43,6 +45,8 @@ H_OCCURRED = "es-occurred-at"
 H_CORRELATION = "es-correlation-id"
 H_CAUSATION = "es-causation-id"
 H_STORE = "es-store"
+# W3C trace context, when the saving service traced (see observability.tracing).
+H_TRACEPARENT = "traceparent"
 
 Headers = list[tuple[str, str | bytes]]
 _CONTENT = (H_CONTENT_TYPE, CONTENT_TYPE)
@@ -64,6 +68,7 @@ def headers(  # noqa: PLR0917 - the header values, positional: one call per even
     causation_id: str | None,
     /,
     store_id: str | None = None,
+    traceparent: str | None = None,
 ) -> Headers:
     """The headers of an event's message, all as text (`occurred_at` in ISO 8601);
     librdkafka writes text as UTF-8."""
@@ -82,6 +87,8 @@ def headers(  # noqa: PLR0917 - the header values, positional: one call per even
         out.append((H_CORRELATION, correlation_id))
     if causation_id:
         out.append((H_CAUSATION, causation_id))
+    if traceparent:
+        out.append((H_TRACEPARENT, traceparent))
     if store_id:
         out.append((H_STORE, store_id))
     return out
@@ -101,6 +108,7 @@ def encode(record: StoredEvent, store_id: str | None = None) -> tuple[bytes, byt
         record.occurred_at.isoformat(timespec="microseconds"),
         *metadata_ids(record.metadata),
         store_id=store_id,
+        traceparent=traceparent_of(record.metadata),
     )
     encoded: Headers = [(name, str(value).encode()) for name, value in text]
     timestamp = milliseconds(record.occurred_at)
@@ -131,6 +139,7 @@ def decode(  # noqa: PLR0917 - the fields of one Kafka message
         occurred_b,
         correlation,
         causation,
+        traceparent,
     ) = fields
     try:
         event_type = event_type_b.decode()
@@ -176,13 +185,24 @@ def decode(  # noqa: PLR0917 - the fields of one Kafka message
             event_id,
             occurred_at,
             payload,
-            _metadata_text(correlation, causation),
+            _metadata_text(correlation, causation, traceparent),
         ),
     )
 
 
 _Fields = tuple[
-    bytes | None, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes, bytes | None, bytes | None
+    bytes | None,
+    bytes,
+    bytes,
+    bytes,
+    bytes,
+    bytes,
+    bytes,
+    bytes,
+    bytes,
+    bytes | None,
+    bytes | None,
+    bytes | None,
 ]
 _OUR_ORDER = (
     H_CONTENT_TYPE,
@@ -202,7 +222,7 @@ def _in_our_order(headers: list[tuple[str, bytes]]) -> _Fields | None:
     (every message the relay published), else None: one tuple comparison
     instead of a dict and eleven lookups per message."""
     count = len(headers)
-    if count < 9 or count > 12:
+    if count < 9 or count > 13:
         return None
     (
         (n0, content_type),
@@ -218,7 +238,7 @@ def _in_our_order(headers: list[tuple[str, bytes]]) -> _Fields | None:
     if (n0, n1, n2, n3, n4, n5, n6, n7, n8) != _OUR_ORDER:
         return None
     correlation = causation = None
-    store = None
+    store = traceparent = None
     for name, text in headers[9:]:
         if store is not None:
             return None  # the store's id comes last
@@ -226,6 +246,8 @@ def _in_our_order(headers: list[tuple[str, bytes]]) -> _Fields | None:
             correlation = text
         elif name == H_CAUSATION and causation is None:
             causation = text
+        elif name == H_TRACEPARENT and traceparent is None:
+            traceparent = text
         elif name == H_STORE:
             store = text
         else:
@@ -242,6 +264,7 @@ def _in_our_order(headers: list[tuple[str, bytes]]) -> _Fields | None:
         occurred,
         correlation,
         causation,
+        traceparent,
     )
 
 
@@ -262,6 +285,7 @@ def _by_name(
             h[H_OCCURRED],
             h.get(H_CORRELATION),
             h.get(H_CAUSATION),
+            h.get(H_TRACEPARENT),
         )
     except KeyError as exc:
         raise DecodeError(
@@ -272,8 +296,14 @@ def _by_name(
         ) from exc
 
 
-def _metadata_text(correlation: bytes | None, causation: bytes | None) -> str:
+def _metadata_text(
+    correlation: bytes | None, causation: bytes | None, traceparent: bytes | None = None
+) -> str:
     """The store's metadata column for these ids, as `orjson.dumps` writes it."""
+    if traceparent:
+        traced = orjson.loads(_metadata_text(correlation, causation))
+        traced["traceparent"] = traceparent.decode(errors="replace")
+        return orjson.dumps(traced).decode()
     if not correlation and not causation:
         return "{}"
     if _plain(correlation) and _plain(causation):

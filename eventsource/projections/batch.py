@@ -31,6 +31,7 @@ from sqlalchemy.exc import (
 from eventsource.bus.base import LogMessage, TopicPartition
 from eventsource.errors import DecodeError, StoreUnavailable
 from eventsource.events.base import Event
+from eventsource.observability import tracing
 from eventsource.projections import deadletters, positions
 from eventsource.projections.context import WorkerContext
 from eventsource.projections.positions import Position
@@ -211,6 +212,7 @@ class Batches:
         context = self.context
         handlers = _Handlers(type(context.consumer).handler_for)
         consumer, view, handle = context.consumer, context.view, context.handle
+        traced = tracing.active()
         parked: list[LogMessage] = []
         for index, message in enumerate(messages):
             record = message.record
@@ -231,7 +233,9 @@ class Batches:
             if handler is None:
                 continue
             try:
-                if reaction is None:
+                if traced:
+                    self._traced(handler, event, record.metadata, reaction)
+                elif reaction is None:
                     handler(consumer, event, view)
                 else:
                     handle(handler, event, reaction)
@@ -240,6 +244,25 @@ class Batches:
             except Exception as exc:
                 raise HandlerFailed(index, exc) from exc
         return parked
+
+    def _traced(
+        self,
+        handler: Callable[..., None],
+        event: Event,
+        metadata: str,
+        reaction: Reaction | None,
+    ) -> None:
+        """A handler call as a span whose parent is the span that saved the event."""
+        context = self.context
+        attributes = {
+            "eventsource.consumer": context.name,
+            "eventsource.event_type": event.event_type,
+            "eventsource.aggregate_id": event.aggregate_id,
+            "eventsource.position": event.position,
+        }
+        name = f"eventsource handle {event.event_type}"
+        with tracing.handling(name, tracing.traceparent_of(metadata), attributes):
+            context.handle(handler, event, reaction)
 
     def _blocked(self, conn: Connection) -> set[str]:
         """Streams with parked events (park mode), read under the replay lock."""

@@ -16,8 +16,8 @@ from eventsource.events.personal import SubjectKey
 from eventsource.events.records import StoredEvent, stream_id_for
 from eventsource.observability import tracing
 from eventsource.store.driver import DriverConnection, driver_transaction
-from eventsource.store.eventstore import (
-    EventStore,
+from eventsource.store.eventstore import EventStore
+from eventsource.store.statements import (
     insert_on,
     load_snapshot_on,
     load_stream_on,

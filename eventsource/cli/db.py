@@ -6,7 +6,7 @@ import click
 
 from eventsource.cli.common import announce, describe_url, require_database, settings_from
 from eventsource.store.engine import create_engine
-from eventsource.store.eventstore import BRANCHES, Branch, upgrade_schema
+from eventsource.store.migrate import BRANCHES, Branch, upgrade_schema
 
 
 @click.group()

@@ -41,7 +41,8 @@ from eventsource.projections.tables import dead_letters, projections
 from eventsource.projections.tables import positions as positions_table
 from eventsource.projections.worker import BatchStats, Worker
 from eventsource.store.engine import write_connection
-from eventsource.store.eventstore import EventStore, upgrade_schema
+from eventsource.store.eventstore import EventStore
+from eventsource.store.migrate import upgrade_schema
 
 log = logging.getLogger(__name__)
 

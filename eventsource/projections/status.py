@@ -20,7 +20,8 @@ from eventsource.projections.members import HEARTBEAT_SECONDS, Member
 from eventsource.projections.tables import create_missing, projections
 from eventsource.store import schema
 from eventsource.store.engine import read_transaction, write_connection
-from eventsource.store.eventstore import EventStore, upgrade_schema
+from eventsource.store.eventstore import EventStore
+from eventsource.store.migrate import upgrade_schema
 
 
 @dataclass

@@ -39,7 +39,8 @@ from eventsource.projections.positions import Position
 from eventsource.projections.tables import create_missing
 from eventsource.retry import Outage, RetryPolicy, Stopped, is_transient
 from eventsource.store.engine import read_transaction
-from eventsource.store.eventstore import EventStore, upgrade_schema
+from eventsource.store.eventstore import EventStore
+from eventsource.store.migrate import upgrade_schema
 
 log = logging.getLogger(__name__)
 

@@ -82,7 +82,7 @@ def forget(store: EventStore, subject: str) -> Forgotten:
 
 
 def _forget_on(store: EventStore, conn: DriverConnection, subject: str) -> Forgotten:
-    from eventsource.store.eventstore import insert_on
+    from eventsource.store.statements import insert_on
 
     # Like every appender, before any row is touched: no deadlock with a
     # writer that is storing this subject's first key.

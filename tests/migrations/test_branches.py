@@ -18,7 +18,7 @@ from eventsource.bus.sqllog import SqlLogConsumer
 from eventsource.errors import ConfigurationError
 from eventsource.store import EventStore, upgrade_schema
 from eventsource.store.engine import create_engine
-from eventsource.store.eventstore import migrations_folder
+from eventsource.store.migrate import migrations_folder
 
 STORE_TABLES = {
     "events",

@@ -19,8 +19,8 @@ from eventsource.projections.rebuild import rebuild
 from eventsource.projections.runner import run_workers
 from eventsource.projections.worker import Worker
 from eventsource.store.driver import driver_transaction
-from eventsource.store.eventstore import insert_on
 from eventsource.store.schema import personal_data_keys
+from eventsource.store.statements import insert_on
 from tests.conftest import ROOT
 from tests.privacy.domain import Board, Member, MemberJoined, directory_for, roster_for
 from tests.privacy.evidence import every_cell, postgres_files, sqlite_files

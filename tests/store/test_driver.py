@@ -18,7 +18,7 @@ from eventsource.errors import StoreUnavailable
 from eventsource.events import StoredEvent
 from eventsource.store import EventStore, schema
 from eventsource.store.driver import compiled, driver_transaction
-from eventsource.store.eventstore import (
+from eventsource.store.statements import (
     _COLUMN_NAMES,
     _insert_statement,
     _read_stream_statement,

@@ -25,7 +25,7 @@ from eventsource import (
 )
 from eventsource.events import StoredEvent
 from eventsource.store import EventStore, schema
-from eventsource.store.eventstore import migrations_folder
+from eventsource.store.migrate import migrations_folder
 
 
 class StoreAdded(Event):

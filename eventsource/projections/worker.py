@@ -181,6 +181,8 @@ class Worker:
             self.batches.stopped_on = deadletters.has_stopped(conn, self.key)
             stale = timedelta(seconds=self.heartbeat_seconds * members.STALE_AFTER * 10)
             members.prune(conn, self.key, older_than=stale)
+            # Beat with the status: "running" is never seen without this worker's row.
+            members.beat(conn, self.key, self.identity, partitions=[], applied=self.applied)
         self.consumer.setup()
         self.log.subscribe(list(cls.topics), self.assignment.assigned, self.assignment.revoked)
         self._started = True

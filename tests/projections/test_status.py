@@ -55,10 +55,11 @@ def test_a_killed_worker_is_unresponsive_and_a_running_one_names_itself(harness:
         wait_until(lambda: progress(harness.views, name) > 0, 60, "a first batch")
         state = report(env)
         assert state["status"] == "running", state
-        [member] = state["members"]
+        [member] = state["members"]  # the row is written with the status, before any batch
         assert (member["name"], member["pid"]) == ("worker-a", worker.pid)
         expected = [f"{harness.context}.account[{p}]" for p in range(len(state["partitions"]))]
-        assert member["partitions"] == expected
+        # The partitions it holds come with the next heartbeat after they are assigned.
+        wait_until(lambda: report(env)["members"][0]["partitions"] == expected, 30, "partitions")
     finally:
         worker.kill()
     # SIGKILLed: no code of its own ran; within three heartbeats it is unresponsive.

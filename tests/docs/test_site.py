@@ -54,3 +54,20 @@ def commands() -> list[str]:
 
     walk(cli, "eventsource")
     return out
+
+
+def test_operations_documents_every_status_field() -> None:
+    from dataclasses import fields
+
+    from eventsource.bus.relay_status import RelayMember, RelayStatus
+    from eventsource.projections.deadletters import DeadLetter
+    from eventsource.projections.members import Member
+    from eventsource.projections.status import ConsumerStatus, PartitionStatus
+
+    page = (ROOT / "docs" / "operations.md").read_text()
+    names = {"lag", "lag_events"}  # properties that as_dict() adds
+    for cls in (ConsumerStatus, PartitionStatus, Member, RelayStatus, RelayMember, DeadLetter):
+        names |= {f.name for f in fields(cls)}
+    names -= {"projection", "record"}  # a dead letter's, not in its JSON
+    missing = sorted(n for n in names if f"`{n}`" not in page)
+    assert missing == [], f"docs/operations.md does not explain {missing}"

@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: demo test install services check lint typecheck pytest clean peers bench-peers
+.PHONY: demo test install services check lint typecheck docs pytest clean peers bench-peers
 
 ## Run the sample app on the embedded default (SQLite, no servers).
 demo: install
@@ -25,7 +25,7 @@ services: install
 	@if [ -n "$$EVENTSOURCE_EXTERNAL_SERVICES" ]; then echo "using external services"; \
 	else PYTHON=$(PY) bash scripts/services.sh up; fi
 
-check: lint typecheck
+check: lint typecheck docs
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -33,6 +33,11 @@ lint: install
 
 typecheck: install
 	$(VENV)/bin/mypy --strict eventsource migrations
+
+## Build the docs site into site/ from docs/ and the docstrings; warnings are errors.
+## (The variable silences a notice the theme prints about its own future.)
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 # Two processes share the suite; the tests that stop the shared Kafka broker
 # run alone afterwards. PYTEST_ARGS (e.g. tests/store) replaces both runs by one.
@@ -59,4 +64,4 @@ bench-peers: peers services
 	eval "$$(bash scripts/services.sh env)" && $(PY) -m benchmarks.bench_peers
 
 clean:
-	rm -rf $(VENV) .venv-peers .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-peers .pytest_cache .mypy_cache .ruff_cache site

@@ -32,50 +32,79 @@ def check_context(name: str) -> str:
 
 
 class Settings(BaseSettings):
-    """Settings shared by the store, the bus, the relay and the workers."""
+    """Settings shared by the store, the bus, the relay and the workers.
 
-    model_config = SettingsConfigDict(env_prefix="EVENTSOURCE_", extra="ignore")
+    Each field is read from the environment variable `EVENTSOURCE_<FIELD>`
+    (`database_url` from `EVENTSOURCE_DATABASE_URL`); keyword arguments win::
+
+        settings = Settings(database_url="postgresql://app@db/orders", context="orders")
+        settings.embedded  # True: no EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS
+
+    An `EVENTSOURCE_*` variable that no field reads is reported by the
+    command with the closest known name (`unknown_variables`).
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="EVENTSOURCE_", extra="ignore", use_attribute_docstrings=True
+    )
 
     database_url: str = "sqlite:///eventsource.db"
+    """The context's database: its event store, views, positions and dead letters
+    (`sqlite:///path.db` or `postgresql://user:password@host:5432/db`). Commands that
+    would create a new database refuse to create it from this default: give it."""
     context: str = "default"
+    """The bounded context: names its topics (`<context>.<aggregate type>`), its relay's
+    transactional id and its stores in `EVENTSOURCE_STORES`."""
     kafka_bootstrap_servers: str | None = None
+    """Kafka brokers (`host:9092,host2:9092`). Unset: embedded mode, where workers read
+    the stores' own `events` tables as the log."""
     kafka_security_protocol: str | None = None
+    """librdkafka's `security.protocol`: `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`."""
     kafka_sasl_mechanism: str | None = None
+    """librdkafka's `sasl.mechanism`: `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`, ..."""
     kafka_sasl_username: str | None = None
+    """librdkafka's `sasl.username`."""
     kafka_sasl_password: SecretStr | None = None
+    """librdkafka's `sasl.password` (a secret: never logged or printed)."""
     kafka_ssl_ca_location: str | None = None
-    # A client certificate, for brokers that ask for one (mutual TLS).
+    """The CA certificate (PEM file) that signed the brokers' certificates."""
     kafka_ssl_certificate_location: str | None = None
+    """The client certificate (PEM file), for brokers that ask for one (mutual TLS)."""
     kafka_ssl_key_location: str | None = None
+    """The client certificate's private key (PEM file)."""
     kafka_ssl_key_password: SecretStr | None = None
-    # Any other librdkafka option, as JSON: EVENTSOURCE_KAFKA_CONFIG='{"client.rack": "a"}'
+    """The private key's password (a secret: never logged or printed)."""
     kafka_config: dict[str, SecretStr] = Field(default_factory=dict)
+    """Any other librdkafka option, as JSON: `{"client.rack": "a"}`. Values are treated
+    as secrets; options that exactly-once depends on cannot be overridden."""
     topic_partitions: int = 6
-    # Prepended to every Kafka topic name ("staging." say), so that several
-    # environments can share one cluster. Positions keep the unprefixed names.
+    """Partitions of the topics the relay creates (existing topics keep theirs)."""
     topic_prefix: str = ""
-    # Embedded mode: where other contexts' stores live, so that a worker can
-    # read their topics: EVENTSOURCE_STORES='{"orders": "sqlite:///orders.db"}'
+    """Prepended to every Kafka name a context owns (topics, the relay's transactional
+    id, the workers' consumer groups), `staging.` say, so that several environments
+    share one cluster without seeing each other. Positions keep the unprefixed names."""
     stores: dict[str, str] = Field(default_factory=dict)
-    # This worker process's name (a pod's, a systemd instance's): shown by
-    # status, used as Kafka's client.id, and, being stable across restarts,
-    # as its static group membership (group.instance.id), so that a restarted
-    # worker takes its partitions back at once instead of after the session
-    # timeout. Unset: <host>-<pid>, and dynamic membership.
+    """Embedded mode: where other contexts' stores live, so that a worker can read their
+    topics, as JSON: `{"orders": "sqlite:///orders.db"}`."""
     worker_name: str | None = None
-    # How often a running worker writes its heartbeat (status calls a worker
-    # whose heartbeat is three intervals old unresponsive).
+    """This process's name (a pod's, a systemd instance's): shown by status, used as
+    Kafka's `client.id` and, being stable across restarts, as its static group
+    membership (`group.instance.id`), so that a restarted worker takes its partitions
+    back at once instead of after the session timeout. Unset: `<host>-<pid>`, and
+    dynamic membership."""
     heartbeat_seconds: float = Field(default=5.0, gt=0)
-    # Where other contexts' keys of personal data are read (their databases,
-    # by a user that may read `personal_data_keys`), when not in `stores`:
-    # EVENTSOURCE_KEYS='{"customers": "postgresql://reader@db/customers"}'
+    """How often a running worker or relay writes its heartbeat; status calls one
+    whose heartbeat is three intervals old unresponsive."""
     keys: dict[str, str] = Field(default_factory=dict)
-    # How long a process trusts a key it has read (or read as deleted): a
-    # `forget` elsewhere takes effect here within this time.
+    """Where other contexts' keys of personal data are read (their databases, by a user
+    that may read `personal_data_keys`), when not in `stores`, as JSON:
+    `{"customers": "postgresql://reader@db/customers"}`."""
     keys_cache_seconds: float = Field(default=60.0, ge=0)
-    # The `eventsource` command only: hold the garbage collector between
-    # batches and shorten the GIL switch interval (see `eventsource.tuning`).
+    """How long a process trusts a key it has read (or read as deleted): a `forget`
+    elsewhere takes effect here within this time."""
     tune_interpreter: bool = False
+    """The `eventsource` command only: hold the garbage collector between batches and
+    shorten the GIL switch interval (see `eventsource.tuning`)."""
 
     @field_validator("context")
     @classmethod

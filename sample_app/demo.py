@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,16 +19,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table as TextTable
 from sqlalchemy import Engine, Table, select
 
-from eventsource import FORGOTTEN, EventStore, Repository, Settings
-from eventsource.console import print_table
-from eventsource.projections.deadlines import pending
-from eventsource.projections.rebuild import rebuild
-from eventsource.projections.runner import Runtime, load_class, run_workers
-from eventsource.store.engine import read_transaction
+from eventsource import (
+    FORGOTTEN,
+    EventStore,
+    Repository,
+    Runtime,
+    Settings,
+    load_class,
+    rebuild,
+    run_workers,
+)
 from sample_app.contexts import CONSUMERS, CONTEXTS
 from sample_app.customers.domain import Customer
+from sample_app.orders.domain import Order
 from sample_app.orders.timeouts import CancelUnpaidOrders
 from sample_app.orders.views import OrderSummary
 from sample_app.payments.views import CardAttempts, flagged_cards_query, fraud_windows
@@ -60,8 +68,8 @@ def run_context(context: str, urls: dict[str, str]) -> None:
         run_workers(workers, stop=threading.Event(), until_caught_up=True, lag_interval=0)
 
 
-def wait_for_deadlines(urls: dict[str, str], timeout: float) -> None:
-    """Run the orders worker, with its scheduler, until no deadline is pending."""
+def wait_for_deadlines(urls: dict[str, str], unpaid: set[str], timeout: float) -> None:
+    """Run the orders worker, with its scheduler, until the unpaid orders are cancelled."""
     with Runtime(settings_for("orders", urls)) as runtime:
         worker = runtime.worker(CancelUnpaidOrders)
         stop = threading.Event()
@@ -70,12 +78,11 @@ def wait_for_deadlines(urls: dict[str, str], timeout: float) -> None:
         )
         thread.start()
         deadline = time.monotonic() + timeout
-        engine = runtime.store().engine
+        orders = Repository(runtime.store(), Order)
         try:
             while time.monotonic() < deadline:
-                with read_transaction(engine) as conn:
-                    if not pending(conn, CancelUnpaidOrders.name):
-                        break
+                if all(orders.get(order).status == "cancelled" for order in unpaid):
+                    break
                 time.sleep(0.2)
         finally:
             stop.set()
@@ -83,13 +90,19 @@ def wait_for_deadlines(urls: dict[str, str], timeout: float) -> None:
 
 
 def rows(engine: Engine, table: Table, order_by: str) -> list[dict[str, Any]]:
-    with read_transaction(engine) as conn:
+    with engine.connect() as conn:
         result = conn.execute(select(table).order_by(table.c[order_by])).mappings()
         return [dict(r) for r in result]
 
 
 def show(title: str, data: list[dict[str, Any]], columns: list[str]) -> None:
-    print_table(title, columns, [[row[c] for c in columns] for row in data])
+    table = TextTable(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column)
+    for row in data:
+        table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
+    # rich renders plainly when stdout is not a terminal; wide enough for the rows.
+    Console(width=160 if not sys.stdout.isatty() else None).print(table)
 
 
 @contextmanager
@@ -135,7 +148,9 @@ def run_story(data_dir: Path, urls: dict[str, str]) -> None:
         print(
             f"3. Waiting for the unpaid-order deadlines ({os.environ['SAMPLE_UNPAID_TIMEOUT']} s)"
         )
-        wait_for_deadlines(urls, timeout=float(os.environ["SAMPLE_UNPAID_TIMEOUT"]) + 15)
+        wait_for_deadlines(
+            urls, facts.unpaid_orders, timeout=float(os.environ["SAMPLE_UNPAID_TIMEOUT"]) + 15
+        )
         run_context("orders", urls)
 
         print("4. The read models, each in its own context's database\n")
@@ -223,7 +238,7 @@ def print_read_models(engines: dict[str, Engine]) -> None:
         rows(engines["payments"], CardAttempts.cards, "card_number"),
         ["card_number", "attempts", "declined", "last_attempt_at"],
     )
-    with read_transaction(engines["payments"]) as conn:
+    with engines["payments"].connect() as conn:
         windows = [dict(r) for r in conn.execute(fraud_windows.windows_over(3)).mappings()]
     show(
         "payments: cards with more than 3 attempts in a 5-minute window (flagged)",
@@ -243,7 +258,7 @@ def check(facts: StoryFacts, engines: dict[str, Engine]) -> None:
     statuses = {
         r["order_id"]: r["status"] for r in rows(engines["orders"], OrderSummary.orders, "order_id")
     }
-    with read_transaction(engines["payments"]) as conn:
+    with engines["payments"].connect() as conn:
         flagged = set(conn.execute(flagged_cards_query()).scalars())  # type: ignore[call-overload]
     checks = [
         (

@@ -30,7 +30,6 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, make_url, select
 
 from eventsource import EventStore
-from eventsource.store.engine import read_transaction
 from sample_app.contexts import CONSUMERS, CONTEXTS
 from sample_app.demo import check, print_read_models, rows
 from sample_app.orders.views import OrderSummary
@@ -169,7 +168,7 @@ def _complete(facts: StoryFacts, engines: dict[str, Engine]) -> bool:
         shipments = rows(engines["shipping"], ShipmentsToDispatch.shipments, "order_id")
         book = rows(engines["shipping"], AddressBook.addresses, "customer_id")
         orders = rows(engines["orders"], OrderSummary.orders, "order_id")
-        with read_transaction(engines["payments"]) as conn:
+        with engines["payments"].connect() as conn:
             attempts = sum(conn.execute(select(CardAttempts.cards.c.attempts)).scalars())
     except Exception:  # tables not created yet: the workers are starting
         return False

@@ -117,7 +117,9 @@ class LogConsumer(Protocol):
         """Whether every assigned partition has been read to its end."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the consumer's connections; it is not used again."""
+        ...
 
 
 class PositionFilter:

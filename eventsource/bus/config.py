@@ -85,6 +85,7 @@ class KafkaConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> KafkaConfig:
+        """Kafka as the `EVENTSOURCE_*` settings configure it (`Settings()` if none given)."""
         settings = settings or Settings()
         config = settings.librdkafka_config()
         servers = config.pop("bootstrap.servers")

@@ -107,15 +107,18 @@ class KafkaLogConsumer:
         self._consumer.assign(partitions)
 
     def seek(self, partition: TopicPartition, start: StartAt) -> None:
+        """Move an assigned partition back or forward (after a rejected commit)."""
         offset = self._start(partition, start)
         self._consumer.seek(
             KafkaTopicPartition(self.config.physical(partition.topic), partition.partition, offset)
         )
 
     def assignment(self) -> list[TopicPartition]:
+        """The partitions this consumer currently reads."""
         return sorted(self._assigned)
 
     def partitions(self, topic: str) -> int:
+        """How many partitions `topic` has (0 if it does not exist yet)."""
         name = self.config.physical(topic)
         try:
             metadata = self._consumer.list_topics(name, timeout=_WATERMARK_TIMEOUT)
@@ -145,6 +148,7 @@ class KafkaLogConsumer:
     # -- reading ---------------------------------------------------------------
 
     def poll(self, max_messages: int, timeout: float) -> list[LogMessage]:
+        """Up to `max_messages`, waiting at most `timeout` seconds for the first."""
         try:
             messages = self._fetch(max_messages, timeout)
         except KafkaException as exc:
@@ -208,6 +212,7 @@ class KafkaLogConsumer:
         time.sleep(0.2)
 
     def lag(self) -> dict[TopicPartition, PartitionLag]:
+        """Position and end of every assigned partition (one round trip)."""
         out: dict[TopicPartition, PartitionLag] = {}
         for tp in self.assignment():
             try:
@@ -228,6 +233,8 @@ class KafkaLogConsumer:
         return out
 
     def ends(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, StartAt]:
+        """Where a consumer that skips what each partition holds so far starts:
+        the partition's end offset and the global position of its last event."""
         wanted = list(partitions)
         if not wanted:
             return {}
@@ -251,9 +258,11 @@ class KafkaLogConsumer:
             reader.close()
 
     def caught_up(self) -> bool:
+        """Whether every assigned partition has been read to its end."""
         return bool(self._assigned) and all(tp in self._at_end for tp in self._assigned)
 
     def close(self) -> None:
+        """Leave the group and close the connection (idempotent)."""
         if not self._closed:
             self._closed = True
             self._consumer.close()

@@ -138,6 +138,7 @@ class Relay:
         self.close()
 
     def close(self) -> None:
+        """Stop reading ahead and flush the producer's queue (what `with` does on exit)."""
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None

@@ -68,6 +68,7 @@ class SqlLogConsumer:
         return store, aggregate_type
 
     def subscribe(self, topics: Iterable[str], on_assign: OnAssign, on_revoke: OnRevoke) -> None:
+        """Consume `topics`; `on_assign` says where each assigned partition resumes."""
         partitions = [TopicPartition(topic, 0) for topic in topics]
         for tp in partitions:
             self._source(tp.topic)
@@ -75,6 +76,7 @@ class SqlLogConsumer:
         self.assign({tp: starts.get(tp, StartAt(0)) for tp in partitions})
 
     def assign(self, positions: Mapping[TopicPartition, StartAt]) -> None:
+        """Consume exactly these partitions from these offsets (no group)."""
         for tp, start in positions.items():
             if tp.partition != 0:
                 raise ConfigurationError(f"the embedded log has only partition 0, not {tp}")
@@ -82,17 +84,21 @@ class SqlLogConsumer:
             self.seek(tp, start)
 
     def seek(self, partition: TopicPartition, start: StartAt) -> None:
+        """Move an assigned partition back or forward (after a rejected commit)."""
         self._next[partition] = max(start.offset, 0)
         self._filter.reset(partition, start.last_position)
 
     def assignment(self) -> list[TopicPartition]:
+        """The partitions this consumer currently reads."""
         return sorted(self._next)
 
     def partitions(self, topic: str) -> int:
+        """How many partitions `topic` has (0 if it does not exist yet)."""
         self._source(topic)
         return 1
 
     def poll(self, max_messages: int, timeout: float) -> list[LogMessage]:
+        """Up to `max_messages`, waiting at most `timeout` seconds for the first."""
         deadline = time.monotonic() + timeout
         while True:
             messages = self._read(max_messages)
@@ -130,6 +136,7 @@ class SqlLogConsumer:
         return out
 
     def lag(self) -> dict[TopicPartition, PartitionLag]:
+        """Position and end of every assigned partition (one round trip)."""
         out: dict[TopicPartition, PartitionLag] = {}
         for tp in self.assignment():
             store, aggregate_type = self._source(tp.topic)
@@ -153,6 +160,8 @@ class SqlLogConsumer:
         return out
 
     def ends(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, StartAt]:
+        """Where a consumer that skips what each partition holds so far starts:
+        the partition's end offset and the global position of its last event."""
         out: dict[TopicPartition, StartAt] = {}
         for tp in partitions:
             store, aggregate_type = self._source(tp.topic)
@@ -161,6 +170,7 @@ class SqlLogConsumer:
         return out
 
     def caught_up(self) -> bool:
+        """Whether every assigned partition has been read to its end."""
         return all(p.lag == 0 for p in self.lag().values())
 
     def close(self) -> None:

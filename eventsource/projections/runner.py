@@ -163,6 +163,7 @@ class Runtime:
         )
 
     def close(self) -> None:
+        """Close every log consumer and store this runtime opened."""
         for consumer in self._logs:
             consumer.close()
         for store in self._stores.values():

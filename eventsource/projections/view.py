@@ -121,6 +121,7 @@ class View:
     # -- batch lifecycle (driven by the worker) --------------------------------
 
     def begin(self, connection: Connection) -> None:
+        """Start a batch on `connection` (the worker calls it; handlers never do)."""
         self._conn = connection
         self._ran_sql = False
         if self.shared:

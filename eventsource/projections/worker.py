@@ -147,6 +147,7 @@ class Worker:
 
     @property
     def kind(self) -> str:
+        """`projection` or `reactor`."""
         return self.context.kind
 
     @property
@@ -502,4 +503,5 @@ class Worker:
                     return result  # type: ignore[no-any-return]
 
     def close(self) -> None:
+        """Close the worker's log consumer."""
         self.log.close()

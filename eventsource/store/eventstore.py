@@ -109,6 +109,7 @@ class EventStore:
 
     @property
     def is_sqlite(self) -> bool:
+        """Whether the store's database is SQLite."""
         return self.engine.dialect.name == "sqlite"
 
     def topic_for(self, aggregate_type: str) -> str:

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     # The `eventsource` command only: hold the garbage collector between
     # batches and shorten the GIL switch interval (see `eventsource.tuning`).
     tune_interpreter: bool = False
+    # `eventsource dashboard` only: the token its JSON endpoint asks for
+    # (required when it listens beyond loopback). Set it here rather than
+    # with --token, which other users of the machine can read in `ps`.
+    dashboard_token: SecretStr | None = None
 
     @field_validator("context")
     @classmethod

@@ -44,6 +44,14 @@ from eventsource.settings import Settings
     help="Seconds of lag history kept for the sparklines.",
 )
 @click.option(
+    "--events",
+    "tail",
+    default=30,
+    show_default=True,
+    type=click.IntRange(min=1, max=1000),
+    help="How many of the latest events to show.",
+)
+@click.option(
     "--payloads",
     is_flag=True,
     help="Also show the events' payloads (business data, maybe personal).",
@@ -58,6 +66,7 @@ def dashboard(
     token: str | None,
     interval: float,
     history: float,
+    tail: int,
     payloads: bool,
 ) -> None:
     """Serve a read-only page of projections and reactors, their lag, dead letters,
@@ -85,6 +94,7 @@ def dashboard(
             Sources(settings, consumers, engines),
             interval=interval,
             history=history,
+            tail=tail,
             payloads=payloads,
         )
         stack.callback(sampler.close)

@@ -30,9 +30,10 @@ T = TypeVar("T")
 class Sampler:
     """Samples `sources` every `interval` seconds on its own thread.
 
-    `history` seconds of lag are kept per consumer; `tail` recent events and
-    `dead_letters` dead letters per consumer are shown; `payloads` adds the
-    events' payloads to both.
+    `history` seconds of lag are kept per consumer; `tail` recent events,
+    and per consumer its `dead_letters` newest dead letters and its
+    `deadlines` soonest pending deadlines (with their count) are shown;
+    `payloads` adds the events' payloads to the events and dead letters.
     """
 
     def __init__(
@@ -42,8 +43,8 @@ class Sampler:
         interval: float = 2.0,
         history: float = 900.0,
         tail: int = 50,
-        dead_letters: int = 50,
-        deadlines: int = 50,
+        dead_letters: int = 20,
+        deadlines: int = 10,
         payloads: bool = False,
     ) -> None:
         if interval <= 0:

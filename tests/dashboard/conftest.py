@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import selectors
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.dashboard.processes import Process
 from tests.dashboard.scene import Scene, build
 
 
@@ -28,55 +27,6 @@ def clean_env(**variables: str) -> dict[str, str]:
 def scene(tmp_path_factory: pytest.TempPathFactory) -> Scene:
     """The scene, shared by a module's tests that only read it."""
     return build(tmp_path_factory.mktemp("scene") / "data")
-
-
-class Process:
-    """A command run in the background; `stop()` sends SIGTERM and waits."""
-
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path, log: Path) -> None:
-        self.args = args
-        self.log = log
-        # Its log goes to a file: a pipe nobody reads would fill and block it.
-        with log.open("w") as err:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", "eventsource", *args],
-                env=env,
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
-            )
-
-    @property
-    def stderr(self) -> str:
-        return self.log.read_text()
-
-    def first_line(self, timeout: float = 30.0) -> str:
-        """The first line the process prints (it says where it listens)."""
-        assert self.popen.stdout is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.popen.stdout, selectors.EVENT_READ)
-            if not selector.select(timeout):
-                self.stop()
-                raise AssertionError(f"{self.args} printed nothing in {timeout} s: {self.stderr}")
-        line = self.popen.stdout.readline()
-        if not line:
-            self.popen.wait(10)
-            raise AssertionError(f"{self.args} exited {self.popen.returncode}: {self.stderr}")
-        return line.strip()
-
-    def stop(self) -> int:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(20)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        if self.popen.stdout is not None:
-            self.popen.stdout.close()
-        return self.popen.returncode
 
 
 Start = Callable[..., Process]

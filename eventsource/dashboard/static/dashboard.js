@@ -71,8 +71,10 @@
     return d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
   }
 
+  // Ids are time-ordered (UUIDv7): their first digits are a timestamp that
+  // neighbours share, their last ones tell them apart.
   function short(id) {
-    return id ? el("span", { class: "mono", title: id }, String(id).slice(0, 8)) : "–";
+    return id ? el("span", { class: "mono", title: id }, `…${String(id).slice(-12)}`) : "–";
   }
 
   const STATE_COLOURS = {

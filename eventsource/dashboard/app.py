@@ -72,11 +72,13 @@ def create_app(
                 status_code=401,
                 headers={"www-authenticate": "Bearer", "cache-control": "no-store"},
             )
-        return Response(
-            sampler.latest(),
-            media_type="application/json",
-            headers={"cache-control": "no-store"},
-        )
+        body, age = sampler.latest()
+        headers = {"cache-control": "no-store"}
+        if age is not None:
+            # The server's own clock: the page tells a stalled sampler from
+            # a slow one without trusting the browser's clock.
+            headers["x-snapshot-age"] = f"{age:.1f}"
+        return Response(body, media_type="application/json", headers=headers)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

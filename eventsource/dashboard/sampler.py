@@ -59,6 +59,7 @@ class Sampler:
         self.history = History(size=max(2, int(history / interval)), window=window)
         self._secrets = sources.secrets()
         self._latest = orjson.dumps({"sampled_at": None, "interval": interval})
+        self._latest_at: float | None = None  # time.monotonic() of the last sample
         self._lock = threading.Lock()
         self._sampling = threading.Lock()
         self._stop = threading.Event()
@@ -84,15 +85,21 @@ class Sampler:
             self._thread = None
         self.sources.close()
 
-    def latest(self) -> bytes:
-        """The last snapshot as JSON."""
+    def latest(self) -> tuple[bytes, float | None]:
+        """The last snapshot as JSON, and its age in seconds (None before the first)."""
         with self._lock:
-            return self._latest
+            age = None if self._latest_at is None else time.monotonic() - self._latest_at
+            return self._latest, age
 
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            self.sample()
+            try:
+                self.sample()
+            except Exception:
+                # Sections catch what reading raises; this is a bug of the
+                # dashboard's own. The page shows the snapshot growing old.
+                log.exception("dashboard: sampling failed")
             self._stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
     def sample(self) -> dict[str, Any]:
@@ -123,6 +130,7 @@ class Sampler:
         rendered = orjson.dumps(snapshot, option=orjson.OPT_NAIVE_UTC)
         with self._lock:
             self._latest = rendered
+            self._latest_at = time.monotonic()
         self.samples += 1
         return snapshot
 

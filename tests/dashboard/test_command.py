@@ -66,6 +66,9 @@ def test_serves_the_page_and_the_snapshot_on_loopback(scene: Scene, start: Start
     status, headers, _ = get(url + "static/dashboard.js")
     assert (status, headers["content-type"].split(";")[0]) == (200, "text/javascript")
     found = snapshot(url)
+    _, headers, _ = get(url + "api/snapshot")
+    assert 0 <= float(headers["x-snapshot-age"]) < 5  # sampled every half second
+    assert headers["cache-control"] == "no-store"
     assert [c["name"] for c in found["consumers"]] == [
         "orders.summary",
         "orders.cancel_unpaid",

@@ -35,7 +35,9 @@ def test_postgres_store_is_read_without_password_and_without_writes(database_url
     )
     with Sampler(sources) as sampler:
         snapshot = sampler.sample()
-        raw = sampler.latest()
+        raw, age = sampler.latest()
+        assert age is not None
+        assert age < 5
         with (
             pytest.raises(DBAPIError, match="read-only transaction"),
             sources.stores["orders"].engine.begin() as conn,

@@ -421,7 +421,9 @@
         draw(await response.json());
         notice(null);
         lastOk = Date.now();
-        health("live", "green");
+        const age = Number(response.headers.get("x-snapshot-age"));
+        if (age > Math.max(15, (5 * interval) / 1000)) health(`stale: sampled ${Math.round(age)} s ago`, "amber");
+        else health("live", "green");
       }
     } catch (error) {
       if (Date.now() - lastOk > 3 * interval) {

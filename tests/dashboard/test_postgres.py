@@ -11,7 +11,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from eventsource import EventStore, Repository, Settings
-from eventsource.dashboard import Sampler, Sources
+from eventsource.dashboard import Sampler, Sources, gather
 from eventsource.dashboard.sources import watched
 from eventsource.store.engine import create_engine
 from sample_app.orders.domain import Order
@@ -50,3 +50,28 @@ def test_postgres_store_is_read_without_password_and_without_writes(database_url
     [summary] = snapshot["consumers"]
     assert (summary["status"], summary["lag_events"]) == ("never run", 5)
     assert orjson.loads(raw)["consumers"][0]["lag_events"] == 5
+
+
+def test_an_error_that_quotes_the_password_shows_it_blanked(
+    database_url_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = database_url_factory("postgres")
+    password = make_url(url).password
+    with EventStore(url, context="orders") as store:
+        store.create_schema()
+    settings = Settings(database_url=url, context="orders", kafka_bootstrap_servers=None)
+    sources = Sources(settings, [], {"orders": create_engine(url)})
+
+    def unreachable(*_args: object, **_kwargs: object) -> None:
+        # As a driver might word it, with the whole connection string.
+        raise OSError(f"could not connect with {url}: connection refused")
+
+    monkeypatch.setattr(gather, "recent_events", unreachable)
+    with Sampler(sources) as sampler:
+        snapshot = sampler.sample()
+        raw, _ = sampler.latest()
+    assert snapshot["events"] == []
+    assert "could not connect with" in snapshot["error"]
+    assert f":{password}@" not in snapshot["error"]
+    assert ":***@" in snapshot["error"]
+    assert f":{password}@".encode() not in raw

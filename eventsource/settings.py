@@ -105,6 +105,10 @@ class Settings(BaseSettings):
     tune_interpreter: bool = False
     """The `eventsource` command only: hold the garbage collector between batches and
     shorten the GIL switch interval (see `eventsource.tuning`)."""
+    dashboard_token: SecretStr | None = None
+    """The token `eventsource dashboard` asks for (required when it listens beyond
+    loopback). Set it here rather than with `--token`, which other users of the
+    machine can read in `ps`."""
 
     @field_validator("context")
     @classmethod

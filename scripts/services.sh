@@ -349,6 +349,8 @@ print_env() {
 
 ensure_tools() {
   command -v kcat >/dev/null 2>&1 || apt_install kcat
+  # Headless Chromium for the dashboard's browser test (tests/dashboard/test_browser.py).
+  [ -x /usr/bin/chromium ] || apt_install chromium
 }
 
 case "${1:-}" in

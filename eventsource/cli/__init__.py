@@ -111,6 +111,9 @@ def _add_commands() -> None:
     from eventsource.cli.forget import forget
 
     cli.add_command(forget)
+    from eventsource.cli.dashboard import dashboard
+
+    cli.add_command(dashboard)
 
 
 _add_commands()

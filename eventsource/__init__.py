@@ -7,6 +7,7 @@ from eventsource.aggregates import Aggregate as Aggregate
 from eventsource.aggregates import Repository as Repository
 from eventsource.aggregates import caused_by as caused_by
 from eventsource.aggregates import on as on
+from eventsource.bus.foreign import ForeignTopic as ForeignTopic
 from eventsource.errors import AggregateNotFound as AggregateNotFound
 from eventsource.errors import BrokerUnavailable as BrokerUnavailable
 from eventsource.errors import ConcurrencyError as ConcurrencyError
@@ -21,6 +22,7 @@ from eventsource.errors import MissingHandler as MissingHandler
 from eventsource.errors import StoreError as StoreError
 from eventsource.errors import StoreMismatch as StoreMismatch
 from eventsource.errors import StoreUnavailable as StoreUnavailable
+from eventsource.errors import TransformFenced as TransformFenced
 from eventsource.errors import UnknownEventType as UnknownEventType
 from eventsource.events import FORGOTTEN as FORGOTTEN
 from eventsource.events import Event as Event
@@ -41,6 +43,10 @@ from eventsource.projections.wait import wait_for as wait_for
 from eventsource.projections.windows import TumblingWindow as TumblingWindow
 from eventsource.settings import Settings as Settings
 from eventsource.store import EventStore as EventStore
+from eventsource.streams import Stream as Stream
+from eventsource.streams import Transform as Transform
+from eventsource.streams import merge as merge
+from eventsource.streams import stream as stream
 
 __version__ = "0.1.0"
 
@@ -58,6 +64,7 @@ __all__ = [
     "EventSourceError",
     "EventStore",
     "EventTooLarge",
+    "ForeignTopic",
     "IncompatibleSchema",
     "InvalidAggregateId",
     "MissingHandler",
@@ -72,6 +79,9 @@ __all__ = [
     "StoreMismatch",
     "StoreUnavailable",
     "StoredEvent",
+    "Stream",
+    "Transform",
+    "TransformFenced",
     "TumblingWindow",
     "UnknownEventType",
     "View",
@@ -81,7 +91,9 @@ __all__ = [
     "caused_by",
     "deadline",
     "handles",
+    "merge",
     "on",
+    "stream",
     "upcaster",
     "wait_for",
 ]

@@ -111,6 +111,8 @@ def _add_commands() -> None:
     from eventsource.cli.forget import forget
 
     cli.add_command(forget)
+    from eventsource.cli.transform import transform
 
+    cli.add_command(transform)
 
 _add_commands()

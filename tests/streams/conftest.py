@@ -30,6 +30,7 @@ class Source:
     context: str
     store: EventStore
     url: str
+    directory: Path  # for logs of processes
     kafka: KafkaConfig | None = None
     _relay: Relay | None = field(default=None, repr=False)
 
@@ -87,7 +88,7 @@ def source_factory(tmp_path: Path) -> Iterator[Callable[..., Source]]:
         url = f"sqlite:///{tmp_path / context}.db"
         store = EventStore(url, context=context)
         store.create_schema()
-        source = Source(context, store, url, kafka)
+        source = Source(context, store, url, tmp_path, kafka)
         made.append(source)
         return source
 

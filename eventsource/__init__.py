@@ -19,6 +19,7 @@ from eventsource.aggregates import caused_by as caused_by
 from eventsource.aggregates import on as on
 from eventsource.bus import KafkaConfig as KafkaConfig
 from eventsource.bus import LogConsumer as LogConsumer
+from eventsource.bus.foreign import ForeignTopic as ForeignTopic
 from eventsource.bus.kafka import KafkaLogConsumer as KafkaLogConsumer
 from eventsource.bus.relay import Relay as Relay
 from eventsource.bus.sqllog import SqlLogConsumer as SqlLogConsumer
@@ -44,6 +45,7 @@ from eventsource.errors import StoreError as StoreError
 from eventsource.errors import StoreMismatch as StoreMismatch
 from eventsource.errors import StoreUnavailable as StoreUnavailable
 from eventsource.errors import TopicConfigError as TopicConfigError
+from eventsource.errors import TransformFenced as TransformFenced
 from eventsource.errors import UnknownEventType as UnknownEventType
 from eventsource.events import FORGOTTEN as FORGOTTEN
 from eventsource.events import Event as Event
@@ -71,6 +73,10 @@ from eventsource.projections.wait import wait_for as wait_for
 from eventsource.projections.windows import TumblingWindow as TumblingWindow
 from eventsource.settings import Settings as Settings
 from eventsource.store import EventStore as EventStore
+from eventsource.streams import Stream as Stream
+from eventsource.streams import Transform as Transform
+from eventsource.streams import merge as merge
+from eventsource.streams import stream as stream
 
 __version__ = "0.1.0"
 
@@ -89,6 +95,7 @@ __all__ = [
     "EventSourceError",
     "EventStore",
     "EventTooLarge",
+    "ForeignTopic",
     "IncompatibleSchema",
     "InvalidAggregateId",
     "KafkaAuthenticationError",
@@ -116,7 +123,10 @@ __all__ = [
     "StoreMismatch",
     "StoreUnavailable",
     "StoredEvent",
+    "Stream",
     "TopicConfigError",
+    "Transform",
+    "TransformFenced",
     "TumblingWindow",
     "UnknownEventType",
     "View",
@@ -129,9 +139,11 @@ __all__ = [
     "deadline",
     "handles",
     "load_class",
+    "merge",
     "on",
     "rebuild",
     "run_workers",
+    "stream",
     "upcaster",
     "wait_for",
 ]

@@ -16,12 +16,13 @@
     ├── BusError                             the log (Kafka or embedded) failed
     │   ├── BrokerUnavailable                Kafka cannot be reached for now: retried
     │   ├── RelayFenced                      another relay took over the same store
+    │   ├── TransformFenced                  another process took over a transform's place
     │   ├── StoreMismatch                    the topics were written by another store
     │   ├── TopicConfigError                 a topic exists with unsafe settings
     │   └── KafkaAuthenticationError         login or TLS certificates refused, either way
     └── ProjectionError
         ├── StalePosition                    a newer worker owns the partition
-        ├── PoisonEvent                      a handler kept failing on one event
+        ├── PoisonEvent                      a handler (or a transform) kept failing on one event
         └── ProjectionVersionMismatch        code and database disagree; rebuild
 
 Errors carry their context as attributes so that callers and logs can act on
@@ -192,6 +193,11 @@ class RelayFenced(BusError):
     """A newer relay with the same transactional id took over; this one must stop."""
 
 
+class TransformFenced(BusError):
+    """Another process with the same transactional id (or group member name)
+    runs the transform now; this one must stop, its open transaction aborted."""
+
+
 class StoreMismatch(BusError):
     """The context's topics on Kafka were written by another store, or hold
     more than this store has: the relay refuses before it fences anything.
@@ -254,8 +260,10 @@ class PoisonEvent(ProjectionError):
         event_type: str | None,
         event_id: UUID | None,
         error: BaseException,
+        kind: str = "projection",
     ) -> None:
         self.projection = projection
+        self.kind = kind
         self.topic = topic
         self.partition = partition
         self.offset = offset
@@ -263,7 +271,7 @@ class PoisonEvent(ProjectionError):
         self.event_id = event_id
         self.error = error
         super().__init__(
-            f"projection {projection!r} failed on {event_type or 'undecodable message'}"
+            f"{kind} {projection!r} failed on {event_type or 'undecodable message'}"
             f" at {topic}[{partition}]@{offset}: {type(error).__name__}: {error}"
         )
 

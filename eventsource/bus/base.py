@@ -128,6 +128,7 @@ class PositionFilter:
     The relay publishes in global order, so positions only grow within a
     partition; a message at or below the last one seen is a duplicate (Kafka's
     transaction protocol has had published anomalies that deliver one twice).
+    Messages with no global position (0) always pass.
     """
 
     def __init__(self) -> None:
@@ -150,6 +151,10 @@ class PositionFilter:
         """`accept` for a message known by its partition, position and offset."""
         last = self._last.get(partition, 0)
         if position <= last:
+            if not position:
+                # A message from no store (a transform's output, a foreign
+                # record) has no position to compare.
+                return True
             log.warning(
                 "dropping duplicate of global position %d at %s@%d (already applied up to %d)",
                 position,

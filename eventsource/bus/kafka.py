@@ -26,6 +26,7 @@ from eventsource.bus.base import (
     TopicPartition,
 )
 from eventsource.bus.config import ClientErrors, KafkaConfig
+from eventsource.bus.foreign import ForeignTopic, foreign_topics
 from eventsource.errors import BrokerUnavailable, BusError, DecodeError
 from eventsource.retry import Outage
 
@@ -53,6 +54,8 @@ class KafkaLogConsumer:
         self._at_end: dict[TopicPartition, int] = {}
         self._assigned: set[TopicPartition] = set()
         self._partitions: dict[tuple[str, int], TopicPartition] = {}
+        # Topics eventsource did not write, by name: read with their own format.
+        self._foreign: dict[str, ForeignTopic] = {}
         self._closed = False
 
     @property
@@ -66,6 +69,8 @@ class KafkaLogConsumer:
         """Join the group; every (re)assignment asks `on_assign` where to resume."""
 
         logical, physical = self.config.logical, self.config.physical
+        topics = list(topics)
+        self._foreign.update(foreign_topics(topics))
 
         def assigned(consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
             ours = [TopicPartition(logical(p.topic), p.partition) for p in partitions]
@@ -98,6 +103,7 @@ class KafkaLogConsumer:
 
     def assign(self, positions: Mapping[TopicPartition, StartAt]) -> None:
         """Read exactly these partitions from these offsets, outside any group."""
+        self._foreign.update(foreign_topics(tp.topic for tp in positions))
         partitions = [
             KafkaTopicPartition(
                 self.config.physical(tp.topic), tp.partition, self._start(tp, start)
@@ -175,6 +181,11 @@ class KafkaLogConsumer:
             topic = tp.topic
             self._next[tp] = offset + 1
             self._at_end.pop(tp, None)
+            if self._foreign and topic in self._foreign:
+                foreign = self._foreign_message(self._foreign[topic], tp, offset, m)
+                if foreign is not None:
+                    out.append(foreign)
+                continue
             try:
                 record = wire.decode(topic, partition, offset, m.key(), m.value(), m.headers())
             except DecodeError as exc:
@@ -184,6 +195,27 @@ class KafkaLogConsumer:
                 # The tuple itself: `LogMessage(...)` is a Python-level call per message.
                 out.append(_new(LogMessage, (topic, partition, offset, record, None)))
         return out
+
+    @staticmethod
+    def _foreign_message(
+        foreign: ForeignTopic, tp: TopicPartition, offset: int, message: Any
+    ) -> LogMessage | None:
+        """A foreign record as a message (None for a tombstone, which is skipped)."""
+        kind, timestamp = message.timestamp()
+        try:
+            record = foreign.record(
+                tp.topic,
+                tp.partition,
+                offset,
+                message.key(),
+                message.value(),
+                timestamp if kind else None,
+            )
+        except DecodeError as exc:
+            return LogMessage(tp.topic, tp.partition, offset, None, exc)
+        if record is None:
+            return None
+        return LogMessage(tp.topic, tp.partition, offset, record)
 
     def _fetch(self, max_messages: int, timeout: float) -> list[Any]:
         # `consume(n, timeout)` waits out the whole timeout unless n messages
@@ -260,6 +292,39 @@ class KafkaLogConsumer:
     def caught_up(self) -> bool:
         """Whether every assigned partition has been read to its end."""
         return bool(self._assigned) and all(tp in self._at_end for tp in self._assigned)
+
+    # -- the group's own offsets (transforms commit theirs in Kafka transactions) --
+
+    def committed(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, StartAt]:
+        """Where the group committed each partition: the next offset (`BEGINNING`
+        if it never committed there) and the global position stored with it.
+
+        Pending transactional commits are waited for (read_committed), so
+        this is what the last committed transaction left.
+        """
+        wanted = list(partitions)
+        if not wanted:
+            return {}
+        asked = [KafkaTopicPartition(self.config.physical(tp.topic), tp.partition) for tp in wanted]
+        try:
+            found = self._consumer.committed(asked, timeout=_WATERMARK_TIMEOUT)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"cannot read the committed offsets: {exc}") from exc
+        out: dict[TopicPartition, StartAt] = {}
+        for tp, kafka_tp in zip(wanted, found, strict=True):
+            offset = kafka_tp.offset if kafka_tp.offset >= 0 else BEGINNING
+            try:
+                last = int(kafka_tp.metadata or 0)
+            except ValueError:
+                last = 0
+            out[tp] = StartAt(offset, last)
+        return out
+
+    def group_metadata(self) -> Any:
+        """The consumer's group metadata, for `send_offsets_to_transaction`:
+        a producer that sends offsets with it is fenced once the group has
+        moved on to a newer generation (KIP-447)."""
+        return self._consumer.consumer_group_metadata()
 
     def close(self) -> None:
         """Leave the group and close the connection (idempotent)."""

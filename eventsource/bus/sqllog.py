@@ -23,6 +23,7 @@ from eventsource.bus.base import (
     StartAt,
     TopicPartition,
 )
+from eventsource.bus.foreign import ForeignTopic
 from eventsource.errors import ConfigurationError
 from eventsource.store import schema
 from eventsource.store.engine import read_transaction
@@ -56,6 +57,12 @@ class SqlLogConsumer:
         self._turn = 0
 
     def _source(self, topic: str) -> tuple[EventStore, str]:
+        if isinstance(topic, ForeignTopic):
+            raise ConfigurationError(
+                f"topic {str(topic)!r} is a foreign topic: it is read from Kafka only (the"
+                " embedded log holds the stores' own events); set"
+                " EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS"
+            )
         context, aggregate_type = split_topic(topic)
         store = self.stores.get(context)
         if store is None:

@@ -114,6 +114,9 @@ def _add_commands() -> None:
     from eventsource.cli.dashboard import dashboard
 
     cli.add_command(dashboard)
+    from eventsource.cli.transform import transform
+
+    cli.add_command(transform)
 
 
 _add_commands()

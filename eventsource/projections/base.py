@@ -14,6 +14,7 @@ from typing import Any, ClassVar, TypeVar
 from sqlalchemy import Table
 
 from eventsource.aggregates.base import snake_case
+from eventsource.bus.foreign import ForeignTopic
 from eventsource.errors import ConfigurationError
 from eventsource.events.base import Event
 
@@ -80,7 +81,8 @@ class Consumer:
 
     * `name` — identifies the consumer's positions and state (default: the
       class name in snake case). Renaming it starts over from offset zero.
-    * `topics` — the topics it reads, `"<context>.<aggregate type>"`.
+    * `topics` — the topics it reads, `"<context>.<aggregate type>"`, or
+      `ForeignTopic`s: topics that eventsource did not write (Kafka only).
     * `version` — raise it when tables or handlers change; the worker then
       refuses to run until `eventsource projection rebuild NAME` has rebuilt
       the view from offset zero.
@@ -126,6 +128,8 @@ class Consumer:
                 f"{cls.__qualname__}.start_at must be 'beginning' or 'end', got {cls.start_at!r}"
             )
         for topic in cls.topics:
+            if isinstance(topic, ForeignTopic):
+                continue  # a Kafka topic name, checked when it was made
             if not isinstance(topic, str) or not _TOPIC.match(topic):
                 raise ConfigurationError(
                     f"{cls.__qualname__}.topics: {topic!r} is not of the form"

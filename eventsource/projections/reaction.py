@@ -15,6 +15,7 @@ from eventsource.aggregates.base import Aggregate, check_id
 from eventsource.aggregates.repository import Repository
 from eventsource.errors import AggregateNotFound, ConcurrencyError
 from eventsource.events.base import Event
+from eventsource.events.codec import stamp
 from eventsource.events.records import StoredEvent, stream_id_for
 from eventsource.projections import deadlines
 from eventsource.projections.view import View
@@ -43,6 +44,7 @@ class Reaction:
         self._repositories: dict[type[Aggregate], Repository[Any]] = {}
         self._loaded: dict[tuple[str, str], Aggregate] = {}
         self._saved: dict[tuple[str, str], Aggregate] = {}
+        self._appended: list[Event] = []
 
     def repository(self, aggregate: type[A]) -> ReactionRepository[A]:
         """A repository of `aggregate` whose saves commit with this batch."""
@@ -88,10 +90,22 @@ class Reaction:
         """Cancel the pending deadline `(name, key)` (a no-op if there is none)."""
         deadlines.cancel(self._connection, owner=self.owner, name=name, key=key)
 
+    def append(self, *events: Event) -> None:
+        """Append events that no aggregate triggered (a transform's output)
+        when the batch commits.
+
+        Each event's `aggregate_type` and `aggregate_id` name its stream;
+        its version continues the stream's, in the order appended. Its other
+        metadata (id, time, correlation and causation) must be stamped
+        already: nothing else may hold the events.
+        """
+        self._appended.extend(events)
+
     def pending_records(self) -> list[StoredEvent]:
         """The records the batch tried to append (to name a conflict after a rollback)."""
         encode = self.store.codec.encode
-        return [encode(e) for a in self._saved.values() for e in a.pending_events]
+        saved = [encode(e) for a in self._saved.values() for e in a.pending_events]
+        return saved + [encode(e) for e in self._appended if e.version > 0]
 
     def flush(self) -> int:
         """Append every saved aggregate's pending events; return how many."""
@@ -102,7 +116,19 @@ class Reaction:
         for cls, aggregates in by_type.items():
             count += sum(len(a.pending_events) for a in aggregates)
             self.repository(cls).repository.save(*aggregates, connection=self._connection)
+        if self._appended:
+            count += self._flush_appended()
         return count
+
+    def _flush_appended(self) -> int:
+        """Number the appended events after their streams' versions and append them."""
+        streams = [stream_id_for(e.aggregate_type, e.aggregate_id) for e in self._appended]
+        versions = self.store.stream_versions(set(streams), connection=self._connection)
+        for stream_id, event in zip(streams, self._appended, strict=True):
+            versions[stream_id] = version = versions.get(stream_id, 0) + 1
+            stamp(event, version=version)
+        self.store.append(self._appended, connection=self._connection)
+        return len(self._appended)
 
 
 class ReactionRepository(Generic[A]):

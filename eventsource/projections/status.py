@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Engine, delete, func, inspect, select
 
 from eventsource.bus.base import LogConsumer, PartitionLag, StartAt, TopicPartition
+from eventsource.bus.foreign import ForeignTopic
 from eventsource.bus.partitioner import partition_for
 from eventsource.bus.sqllog import split_topic
 from eventsource.errors import StoreError
@@ -176,7 +177,10 @@ def _count_events_behind(
     by_topic: dict[str, dict[int, PartitionStatus]] = {}
     for p in result.partitions:
         by_topic.setdefault(p.topic, {})[p.partition] = p
+    foreign = {str(t) for t in counts if isinstance(t, ForeignTopic)}
     for topic, parts in by_topic.items():
+        if topic in foreign:
+            continue  # no store holds a foreign topic's records
         context, aggregate_type = split_topic(topic)
         store = stores.get(context)
         if store is None:

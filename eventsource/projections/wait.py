@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, and_, select
 
+from eventsource.bus.foreign import ForeignTopic
 from eventsource.bus.partitioner import partition_for
 from eventsource.bus.sqllog import split_topic
 from eventsource.errors import ConfigurationError, EventSourceError
@@ -91,7 +92,12 @@ def wait_for(
         )
     engine = views or store.engine
     deadline = time.monotonic() + timeout
-    topics = [t for t in projection.topics if split_topic(t)[0] == store.context]
+    # Foreign topics have no store positions to wait for.
+    topics = [
+        t
+        for t in projection.topics
+        if not isinstance(t, ForeignTopic) and split_topic(t)[0] == store.context
+    ]
     counts = _Partitions(topics, partitions, kafka)
     while True:
         behind = _first_behind(

@@ -33,7 +33,7 @@ KAFKA_DATA="$STATE/kafka-data"
 KAFKA_PID="$STATE/kafka.pid"
 KAFKA_LOG="$STATE/kafka.log"
 
-PG_CLUSTER="eventsource"
+PG_CLUSTER="${EVENTSOURCE_PG_CLUSTER:-eventsource}"
 PG_PORT="${EVENTSOURCE_PG_PORT:-5433}"
 PG_USER="eventsource"
 PG_PASSWORD="eventsource"

@@ -9,7 +9,9 @@ test's own `Settings()` starts from the defaults.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,6 +33,17 @@ KAFKA_SERVERS = os.environ.pop("EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS", "") or os.
 )
 os.environ["TEST_SERVICES_DATABASE_URL"] = POSTGRES_URL
 os.environ["TEST_SERVICES_KAFKA_BOOTSTRAP_SERVERS"] = KAFKA_SERVERS
+# Where scripts/services.sh keeps the services (state directory, cluster name,
+# ports): the tests that stop and start them must reach the same ones.
+_SCRIPT_NAMES = ("EVENTSOURCE_SERVICES_DIR", "EVENTSOURCE_PG_CLUSTER")
+SERVICES_SCRIPT_ENV: dict[str, str] = json.loads(
+    os.environ.get("TEST_SERVICES_SCRIPT_ENV", "{}")
+) or {
+    name: value
+    for name, value in os.environ.items()
+    if name in _SCRIPT_NAMES or (name.startswith("EVENTSOURCE_") and name.endswith("_PORT"))
+}
+os.environ["TEST_SERVICES_SCRIPT_ENV"] = json.dumps(SERVICES_SCRIPT_ENV)
 for _name in [n for n in os.environ if n.startswith("EVENTSOURCE_")]:
     os.environ.pop(_name)
 
@@ -161,3 +174,15 @@ def store(store_factory: Callable[..., EventStore]) -> EventStore:
 @pytest.fixture(scope="session")
 def kafka_servers() -> str:
     return require_kafka()
+
+
+def services(command: str) -> None:
+    """Run `scripts/services.sh <command>` (stop, kill or start a service) on the
+    services the tests use."""
+    subprocess.run(
+        ["bash", str(ROOT / "scripts" / "services.sh"), command],
+        check=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **SERVICES_SCRIPT_ENV},
+    )

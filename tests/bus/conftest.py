@@ -3,7 +3,6 @@ themselves, and the log backends that the consumer contract runs against."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 from eventsource import EventStore
 from eventsource.bus.admin import TopicAdmin
 from eventsource.bus.config import KafkaConfig
-from tests.conftest import ROOT, unique
+from tests.conftest import unique
 
 PARTITIONS = 3
 
@@ -56,13 +55,3 @@ def sqlite_store_factory(
 def kafka_store(sqlite_store_factory: Callable[..., EventStore], kafka_context: str) -> EventStore:
     """A SQLite store whose context's Kafka topics are removed after the test."""
     return sqlite_store_factory(context=kafka_context)
-
-
-def services(command: str) -> None:
-    """Run `scripts/services.sh <command>` (start, stop or kill the broker)."""
-    subprocess.run(
-        ["bash", str(ROOT / "scripts" / "services.sh"), command],
-        check=True,
-        timeout=240,
-        stdin=subprocess.DEVNULL,
-    )

@@ -18,8 +18,8 @@ from eventsource.bus.base import LogMessage, StartAt, TopicPartition
 from eventsource.bus.config import KafkaConfig
 from eventsource.bus.kafka import KafkaLogConsumer
 from tests.bus.children import Child, cli_env
-from tests.bus.conftest import services
 from tests.bus.model import judge, populate, read_all, read_committed
+from tests.conftest import services
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow, pytest.mark.serial]
 

@@ -22,9 +22,9 @@ from eventsource.bus.partitioner import partition_for
 from eventsource.bus.relay import Relay, RelayProgress
 from eventsource.errors import BusError, RelayFenced
 from tests.bus.children import Child, cli_env
-from tests.bus.conftest import PARTITIONS, services
+from tests.bus.conftest import PARTITIONS
 from tests.bus.model import judge, populate, read_all, read_committed
-from tests.conftest import unique
+from tests.conftest import services, unique
 
 pytestmark = pytest.mark.kafka
 

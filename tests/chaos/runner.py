@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -44,6 +43,7 @@ from eventsource.bus.config import KafkaConfig
 from eventsource.errors import ConcurrencyError, StoreUnavailable
 from eventsource.projections.status import events_behind
 from tests.bus.model import judge, read_committed
+from tests.conftest import services
 from tests.projections.apps import PjAccount
 from tests.projections.streams import (
     WorkerProcess,
@@ -53,7 +53,6 @@ from tests.projections.streams import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICES = ROOT / "scripts" / "services.sh"
 APP = "tests.projections.apps:EnvBalances"
 KINDS = ("postgres", "broker", "relay", "worker")
 
@@ -107,12 +106,6 @@ class Outcome:
         lines.append(f"  topic holds each event exactly once: {self.exactly_once}")
         lines.append("PASSED" if self.passed else "FAILED")
         return "\n".join(lines)
-
-
-def services(command: str) -> None:
-    subprocess.run(
-        ["bash", str(SERVICES), command], check=True, timeout=240, stdin=subprocess.DEVNULL
-    )
 
 
 class Chaos:
@@ -391,8 +384,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the outcome here")
     args = parser.parse_args(argv)
-    servers = os.environ.get("EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS", "")
-    admin_url = os.environ.get("EVENTSOURCE_DATABASE_URL", "")
+    # Importing the tests' modules moved the services' URLs to TEST_SERVICES_*
+    # (tests/conftest.py), so that no test process inherits EVENTSOURCE_* settings.
+    servers = os.environ.get("TEST_SERVICES_KAFKA_BOOTSTRAP_SERVERS", "")
+    admin_url = os.environ.get("TEST_SERVICES_DATABASE_URL", "")
     if not servers or not admin_url:
         print('set the services\' variables first: eval "$(scripts/services.sh env)"')
         return 2

@@ -20,5 +20,12 @@ CONSUMERS: dict[str, list[str]] = {
         "sample_app.shipping.reactor:ShipPaidOrders",
         "sample_app.shipping.views:ShipmentsToDispatch",
     ],
-    "payments": ["sample_app.payments.views:CardAttempts"],
+    "payments": [
+        "sample_app.payments.views:CardAttempts",
+        "sample_app.payments.views:DeclinedCards",
+    ],
 }
+
+# The transforms each context runs (`eventsource transform run`): their
+# output topics are the context's own.
+TRANSFORMS: dict[str, list[str]] = {"payments": ["sample_app.payments.alerts:card_alerts"]}

@@ -30,10 +30,10 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, make_url, select
 
 from eventsource import EventStore
-from sample_app.contexts import CONSUMERS, CONTEXTS
+from sample_app.contexts import CONSUMERS, CONTEXTS, TRANSFORMS
 from sample_app.demo import check, print_read_models, rows
 from sample_app.orders.views import OrderSummary
-from sample_app.payments.views import CardAttempts
+from sample_app.payments.views import CardAttempts, DeclinedCards
 from sample_app.shipping.views import AddressBook, ShipmentsToDispatch
 from sample_app.story import StoryFacts, tell
 
@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> None:
             store.create_schema()
         print(f"1. Four PostgreSQL databases, topics prefixed {prefix!r}")
         with processes(urls, env) as started:
-            print(f"2. Started {len(started)} processes: a relay per context and their workers")
+            print(
+                f"2. Started {len(started)} processes: a relay per context, their workers"
+                " and transforms"
+            )
             facts = tell(stores)
             print("3. Told the story; waiting for every context to catch up")
             engines = {ctx: s.engine for ctx, s in stores.items()}
@@ -132,6 +135,8 @@ def processes(urls: dict[str, str], env: dict[str, str]) -> Iterator[list[subpro
             commands = [["relay", "run"]]
             if CONSUMERS[ctx]:
                 commands.append(["projection", "run", *CONSUMERS[ctx]])
+            # A transform on Kafka: one transaction per batch, no database.
+            commands += [["transform", "run", name] for name in TRANSFORMS.get(ctx, [])]
             for args in commands:
                 started.append(
                     subprocess.Popen(
@@ -170,6 +175,7 @@ def _complete(facts: StoryFacts, engines: dict[str, Engine]) -> bool:
         orders = rows(engines["orders"], OrderSummary.orders, "order_id")
         with engines["payments"].connect() as conn:
             attempts = sum(conn.execute(select(CardAttempts.cards.c.attempts)).scalars())
+            declines = sum(conn.execute(select(DeclinedCards.declines.c.declines)).scalars())
     except Exception:  # tables not created yet: the workers are starting
         return False
     closed = {o["order_id"] for o in orders if o["status"] in ("paid", "cancelled")}
@@ -182,6 +188,7 @@ def _complete(facts: StoryFacts, engines: dict[str, Engine]) -> bool:
         and closed == facts.paid_orders | facts.unpaid_orders
         and moved
         and attempts == sum(facts.attempts.values())
+        and declines == sum(facts.declines.values())
     )
 
 

@@ -72,6 +72,8 @@ ATTEMPTS = {
     "6011000000000004": [20.1, 20.2, 20.3, 24.9],  # 4 in one window: flagged
     "3530111333300000": [30.0, 31.0, 32.0],  # exactly 3: not more than 3
 }
+# The attempts that were approved (card, minutes); every other one was declined.
+APPROVED = {("5500000000000004", 3.9)}
 
 
 @dataclass
@@ -82,6 +84,7 @@ class StoryFacts:
     paid_orders: set[str] = field(default_factory=set)
     unpaid_orders: set[str] = field(default_factory=set)
     attempts: dict[str, int] = field(default_factory=dict)
+    declines: dict[str, int] = field(default_factory=dict)
     flagged_cards: set[str] = field(default_factory=set)
     last_positions: dict[str, int] = field(default_factory=dict)
 
@@ -119,10 +122,12 @@ def tell(stores: Mapping[str, EventStore]) -> StoryFacts:
     for n, (card, minutes) in enumerate(ATTEMPTS.items()):
         for i, offset in enumerate(minutes):
             payment = Payment(f"pay-{n}-{i}")
-            payment.attempt(
-                card, Decimal("49.00"), BURST_START + timedelta(minutes=offset), approved=False
-            )
+            at = BURST_START + timedelta(minutes=offset)
+            approved = (card, offset) in APPROVED
+            payment.attempt(card, Decimal("49.00"), at, approved=approved)
             attempted.append(payment)
+            if not approved:
+                facts.declines[card] = facts.declines.get(card, 0) + 1
         facts.attempts[card] = len(minutes)
         windows: dict[int, int] = {}
         for offset in minutes:

@@ -15,3 +15,13 @@ class AuthorizationAttempted(Event):
     # When the card terminal made the attempt: windows use this business
     # time, not when the event was recorded or processed.
     attempted_at: datetime
+
+
+class CardDeclined(Event):
+    """A declined attempt, as `payments.card_alerts` carries it: keyed by card number."""
+
+    card_number: str
+    amount: Decimal
+    # The payment that was declined: the key is now the card, not the payment.
+    payment_id: str
+    declined_at: datetime

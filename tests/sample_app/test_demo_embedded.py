@@ -15,9 +15,9 @@ from eventsource.store.engine import create_engine, read_transaction
 from sample_app import demo
 from sample_app.customers.domain import Customer
 from sample_app.orders.views import OrderSummary
-from sample_app.payments.views import flagged_cards_query
+from sample_app.payments.views import DeclinedCards, flagged_cards_query
 from sample_app.shipping.views import AddressBook, ShipmentsToDispatch
-from sample_app.story import ATTEMPTS, CUSTOMERS, MOVES, ORDERS
+from sample_app.story import APPROVED, ATTEMPTS, CUSTOMERS, MOVES, ORDERS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -51,6 +51,7 @@ def test_demo_read_models_match_the_story(tmp_path: Path, monkeypatch: pytest.Mo
         )
     with read_transaction(payments) as conn:
         cards = set(conn.execute(flagged_cards_query()).scalars())  # type: ignore[call-overload]
+        declines = conn.execute(select(DeclinedCards.declines)).mappings().all()
 
     order_ids = [s["order_id"] for s in shipments]
     assert sorted(order_ids) == sorted(paid)  # exactly one each, none for unpaid orders
@@ -60,6 +61,11 @@ def test_demo_read_models_match_the_story(tmp_path: Path, monkeypatch: pytest.Mo
     assert {o for o, s in statuses.items() if s == "cancelled"} == unpaid
     assert {o for o, s in statuses.items() if s == "paid"} == paid
     assert cards == flagged
+    # The card_alerts transform ran: each declined attempt reached DeclinedCards once.
+    assert {r["card_number"]: r["declines"] for r in declines} == {
+        card: sum((card, m) not in APPROVED for m in minutes) for card, minutes in ATTEMPTS.items()
+    }
+    assert APPROVED  # one card's declines differ from its attempts
     # Ada moved before her orders were paid: both shipments go to the new address.
     ada = {s["order_id"]: s["street"] for s in shipments if s["customer_id"] == "c-ada"}
     assert set(ada.values()) == {MOVES["c-ada"].street}
@@ -88,4 +94,6 @@ def test_readme_demo_command_runs_twice(tmp_path: Path) -> None:
         assert "rebuilt views identical to the live ones: yes" in done.stdout
         assert "[ok] c-alan loads, and reads as forgotten" in done.stdout
         assert "[ok] shipping's address book dropped its copy" in done.stdout
+        assert "eventsource transform run sample_app.payments.alerts:card_alerts" in done.stdout
+        assert "[ok] each declined attempt became one alert on payments.card_alerts" in done.stdout
         assert "[FAILED]" not in done.stdout

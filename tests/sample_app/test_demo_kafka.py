@@ -43,6 +43,7 @@ def test_kafka_demo_read_models_match_the_story() -> None:
         "[ok] shipping's address book equals the customers' latest addresses",
         "[ok] unpaid orders were cancelled by their deadline",
         "[ok] flagged cards are exactly those with > 3 attempts in one window",
+        "[ok] each declined attempt became one alert on payments.card_alerts, keyed by its card",
         "rebuilt views identical to the live ones: yes",
     ):
         assert line in out, out

@@ -10,15 +10,29 @@ BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
 
 
 def run_page(page: str) -> dict[str, object]:
-    """Run the Python blocks of `docs/<page>` in order, in one namespace."""
+    """Run the Python blocks of `docs/<page>` in order, in one namespace; blocks
+    headed by a file name (`# sample_app/...`) must be excerpts of that file."""
     blocks = BLOCK.findall((ROOT / "docs" / page).read_text())
     assert blocks, f"docs/{page} has no Python blocks"
     namespace: dict[str, object] = {"__name__": f"docs_{page.removesuffix('.md')}"}
     for block in blocks:
-        exec(compile(block, f"docs/{page}", "exec"), namespace)
+        if block.startswith("# sample_app/"):
+            header, _, body = block.partition("\n")
+            path = ROOT / header.removeprefix("# ").strip()
+            assert body.strip() in path.read_text(), f"docs/{page}: excerpt of {path} is stale"
+            continue
+        # As a reader runs it: without this module's `from __future__` flags.
+        exec(compile(block, f"docs/{page}", "exec", dont_inherit=True), namespace)
     return namespace
 
 
 def test_getting_started_runs() -> None:
     namespace = run_page("getting-started.md")
     assert namespace["position"] == 3
+
+
+def test_streams_guide_runs() -> None:
+    namespace = run_page("streams.md")
+    assert str(namespace["contacts"]) == "crm.contacts"
+    assert namespace["movements"].output == "payments.card_movements"  # type: ignore[attr-defined]
+    namespace["payments"].close()  # type: ignore[attr-defined]

@@ -100,15 +100,18 @@ def process(source: Source, name: str, member: str, log_name: str, *extra: str) 
     )
 
 
-def finish(source: Source, name: str, member: str) -> None:
+def finish(source: Source, name: str, *members: str) -> None:
     """Run the transform to the end of its input; every output must then be there once.
 
-    The last run takes the name of the process killed before it, as a restarted
-    process does: that aborts the transaction the killed one left open, at once.
-    (Under another name, that transaction would hold `read_committed` readers
-    back until it timed out.)"""
-    last = process(source, name, member, "final.log", "--until-caught-up")
-    assert last.wait(180) == 0, last.output()
+    Each of `members` runs once more, as restarted processes do: a restart
+    under a name aborts the transaction its killed predecessor left open, at
+    once (under another name, that transaction would hold `read_committed`
+    readers back until it timed out); and as each name is a static member of
+    the group, it takes back its own partitions, so together the runs read
+    every partition to its end."""
+    for member in members:
+        last = process(source, name, member, f"final-{member}.log", "--until-caught-up")
+        assert last.wait(180) == 0, last.output()
     verdict = judge_outputs(source.records(), read_outputs(source))
     assert verdict.exactly_once, str(verdict)
     print(f"{verdict.delivered} outputs of {len(source.records())} inputs, each once")
@@ -204,4 +207,4 @@ def test_a_process_that_missed_a_rebalance_cannot_commit_over_its_successor(
                 assert worker.wait(60) == 0, worker.output()
     finally:
         progress.close()
-    finish(source, name, "first")
+    finish(source, name, "first", "second")

@@ -41,7 +41,7 @@ def report(env: dict[str, str]) -> dict[str, Any]:
 
 def status_env(harness: Harness, name: str, **extra: str) -> dict[str, str]:
     stores = {"EVENTSOURCE_STORES": json.dumps({harness.context: harness.source_url})}
-    return harness.env(PJTEST_NAME=name, EVENTSOURCE_HEARTBEAT_SECONDS="0.4", **stores, **extra)
+    return harness.env(PJTEST_NAME=name, EVENTSOURCE_HEARTBEAT_SECONDS="1.0", **stores, **extra)
 
 
 @pytest.mark.slow
@@ -50,7 +50,11 @@ def test_a_killed_worker_is_unresponsive_and_a_running_one_names_itself(harness:
     harness.publish()
     name = unique("pj_alive")
     env = status_env(harness, name, EVENTSOURCE_WORKER_NAME="worker-a", PJTEST_SLOW="0.01")
-    worker = WorkerProcess(["projection", "run", APP], env, harness.tmp_path / "w.log")
+    # Small batches: the heartbeat is written between batches, and a slow
+    # batch longer than three heartbeats rightly reads as unresponsive.
+    worker = WorkerProcess(
+        ["projection", "run", APP, "--batch-size", "10"], env, harness.tmp_path / "w.log"
+    )
     try:
         wait_until(lambda: progress(harness.views, name) > 0, 60, "a first batch")
         state = report(env)
@@ -122,7 +126,11 @@ def test_status_says_running_after_a_rebuild_while_the_live_worker_runs(harness:
     populate(harness.source, events=300, accounts=10)
     name = unique("pj_rebuilt")
     env = status_env(harness, name)
-    worker = WorkerProcess(["projection", "run", APP], env, harness.tmp_path / "w.log")
+    # Small batches: the heartbeat is written between batches, and a slow
+    # batch longer than three heartbeats rightly reads as unresponsive.
+    worker = WorkerProcess(
+        ["projection", "run", APP, "--batch-size", "10"], env, harness.tmp_path / "w.log"
+    )
     try:
         wait_until(lambda: progress(harness.views, name) > 0, 60, "a first batch")
         rebuilt = cli(env, "projection", "rebuild", APP)

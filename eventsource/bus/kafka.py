@@ -37,6 +37,9 @@ BEGINNING = OFFSET_BEGINNING
 END = OFFSET_END
 _WATERMARK_TIMEOUT = 10.0
 _TAIL_TIMEOUT = 30.0
+# How long a partition's end may trail its high watermark before `caught_up`
+# takes it as an open transaction rather than commit markers still being written.
+_SETTLE_SECONDS = 3.0
 
 
 class KafkaLogConsumer:
@@ -52,6 +55,7 @@ class KafkaLogConsumer:
         self._filter = PositionFilter()
         self._next: dict[TopicPartition, int] = {}
         self._at_end: dict[TopicPartition, int] = {}
+        self._unsettled_since: float | None = None
         self._assigned: set[TopicPartition] = set()
         self._partitions: dict[tuple[str, int], TopicPartition] = {}
         # Topics eventsource did not write, by name: read with their own format.
@@ -291,7 +295,35 @@ class KafkaLogConsumer:
 
     def caught_up(self) -> bool:
         """Whether every assigned partition has been read to its end."""
-        return bool(self._assigned) and all(tp in self._at_end for tp in self._assigned)
+        if not self._assigned or not all(tp in self._at_end for tp in self._assigned):
+            self._unsettled_since = None
+            return False
+        # With read_committed a partition ends at its last stable offset. A
+        # producer's commit returns before the broker has written the commit
+        # markers, so for a moment the end can sit before events that are
+        # already committed: wait for the high watermark, but only briefly,
+        # since a transaction still open (or abandoned) may hold it for minutes.
+        if all(high <= self._at_end[tp] for tp, high in self._highs().items()):
+            self._unsettled_since = None
+            return True
+        now = time.monotonic()
+        if self._unsettled_since is None:
+            self._unsettled_since = now
+        return now - self._unsettled_since >= _SETTLE_SECONDS
+
+    def _highs(self) -> dict[TopicPartition, int]:
+        out: dict[TopicPartition, int] = {}
+        for tp in self._assigned:
+            try:
+                _low, high = self._consumer.get_watermark_offsets(
+                    KafkaTopicPartition(self.config.physical(tp.topic), tp.partition),
+                    timeout=_WATERMARK_TIMEOUT,
+                    cached=False,
+                )
+            except KafkaException as exc:
+                raise BusError(f"cannot read the end of {tp}: {exc}") from exc
+            out[tp] = high
+        return out
 
     # -- the group's own offsets (transforms commit theirs in Kafka transactions) --
 

@@ -2,8 +2,8 @@
 # Provision and run the real services the integration tests use:
 # PostgreSQL (Debian's package, a dedicated cluster) and Apache Kafka
 # (the broker's jars from Maven Central, KRaft, one combined node), and on
-# demand a Kafka Connect worker of the same version (distributed mode, its
-# REST API on 127.0.0.1:8083), for the tests of Connect connectors.
+# demand a Kafka Connect worker of the same version (standalone mode, its
+# REST API on 127.0.0.1:8083 by default), for the tests of Connect connectors.
 #
 #   scripts/services.sh up|down|status|logs|env
 #   scripts/services.sh kafka-start|kafka-stop|kafka-kill   (broker crash tests)
@@ -37,15 +37,22 @@ KAFKA_PID="$STATE/kafka.pid"
 KAFKA_LOG="$STATE/kafka.log"
 
 # Kafka Connect: Apache Kafka's own worker (connect-runtime, connect-json,
-# connect-file from Maven Central), the broker's version. Its internal topics
-# and worker group are named for eventsource, so they share the broker with
-# anything else. EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS, when set, is the broker
-# it works with (default: the one this script runs).
+# connect-file from Maven Central), the broker's version, in standalone mode:
+# its connectors' offsets live in a file, so it writes no internal topics and
+# joins no group on the broker. The jars are cached once under $STATE; each
+# worker keeps its configuration, pid, log and offsets in its own folder
+# (EVENTSOURCE_CONNECT_DIR) and listens on its own port
+# (EVENTSOURCE_CONNECT_PORT), so test runs side by side never share one.
+# EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS, when set, is the broker it works with
+# (default: the one this script runs). EVENTSOURCE_CONNECT_OWNER_PID, when
+# set, is a process whose end stops the worker too (a test run killed
+# before its clean-up leaves no JVM behind).
 CONNECT_PORT="${EVENTSOURCE_CONNECT_PORT:-8083}"
 CONNECT_HOME="$STATE/connect-$KAFKA_VERSION"
-CONNECT_PID="$STATE/connect.pid"
-CONNECT_LOG="$STATE/connect.log"
-CONNECT_GROUP="eventsource-connect"
+CONNECT_DIR="${EVENTSOURCE_CONNECT_DIR:-$STATE/connect}"
+CONNECT_PID="$CONNECT_DIR/connect.pid"
+CONNECT_LOG="$CONNECT_DIR/connect.log"
+CONNECT_OWNER="${EVENTSOURCE_CONNECT_OWNER_PID:-}"
 
 PG_CLUSTER="${EVENTSOURCE_PG_CLUSTER:-eventsource}"
 PG_PORT="${EVENTSOURCE_PG_PORT:-5433}"
@@ -346,33 +353,32 @@ kafka_status() {
 
 connect_fetch() {
   [ -f "$CONNECT_HOME/.complete" ] && return 0
-  command -v java >/dev/null || apt_install openjdk-17-jre-headless
-  command -v mvn >/dev/null || apt_install maven
-  log "resolving Kafka Connect $KAFKA_VERSION from Maven Central into $CONNECT_HOME"
-  rm -rf "$CONNECT_HOME"
-  mkdir -p "$STATE" "$CONNECT_HOME"
-  mvn -B -q -Dstyle.color=never -f "$ROOT/scripts/connect/pom.xml" dependency:copy-dependencies \
-    -Dkafka.version="$KAFKA_VERSION" -DincludeScope=runtime \
-    -DoutputDirectory="$CONNECT_HOME/libs" </dev/null >"$STATE/maven-connect.log" 2>&1 ||
-    die "Maven could not resolve Kafka Connect $KAFKA_VERSION; see $STATE/maven-connect.log"
-  touch "$CONNECT_HOME/.complete"
+  mkdir -p "$STATE"
+  # Workers of several test runs may start at once: one resolves the jars.
+  exec 8>"$STATE/connect-fetch.lock"
+  flock -w 600 8 || die "could not take $STATE/connect-fetch.lock"
+  if [ ! -f "$CONNECT_HOME/.complete" ]; then
+    command -v java >/dev/null || apt_install openjdk-17-jre-headless
+    command -v mvn >/dev/null || apt_install maven
+    log "resolving Kafka Connect $KAFKA_VERSION from Maven Central into $CONNECT_HOME"
+    rm -rf "$CONNECT_HOME"
+    mkdir -p "$CONNECT_HOME"
+    mvn -B -q -Dstyle.color=never -f "$ROOT/scripts/connect/pom.xml" dependency:copy-dependencies \
+      -Dkafka.version="$KAFKA_VERSION" -DincludeScope=runtime \
+      -DoutputDirectory="$CONNECT_HOME/libs" </dev/null >"$STATE/maven-connect.log" 2>&1 ||
+      die "Maven could not resolve Kafka Connect $KAFKA_VERSION; see $STATE/maven-connect.log"
+    touch "$CONNECT_HOME/.complete"
+  fi
+  exec 8>&-
 }
 
 connect_config() {
   local servers="${EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}"
-  mkdir -p "$STATE"
-  cat >"$STATE/connect.properties" <<EOF
+  mkdir -p "$CONNECT_DIR"
+  cat >"$CONNECT_DIR/connect.properties" <<EOF
 bootstrap.servers=$servers
-group.id=$CONNECT_GROUP
-config.storage.topic=$CONNECT_GROUP.configs
-offset.storage.topic=$CONNECT_GROUP.offsets
-status.storage.topic=$CONNECT_GROUP.status
-# One broker: the internal topics cannot have more than one replica.
-config.storage.replication.factor=1
-offset.storage.replication.factor=1
-offset.storage.partitions=5
-status.storage.replication.factor=1
-status.storage.partitions=1
+# Standalone: source connectors' offsets in a file of this worker's own.
+offset.storage.file.filename=$CONNECT_DIR/offsets.dat
 # Connectors say their own converters; these are the defaults for those that do not.
 key.converter=org.apache.kafka.connect.storage.StringConverter
 value.converter=org.apache.kafka.connect.json.JsonConverter
@@ -388,12 +394,9 @@ plugin.discovery=service_load
 offset.flush.interval.ms=1000
 # Connectors may set their own client options (consumer.override.isolation.level).
 connector.client.config.override.policy=All
-# A lone worker that restarts takes its connectors back at once, instead of
-# waiting for the departed member (five minutes by default).
-scheduled.rebalance.max.delay.ms=0
 EOF
   # Properties, not YAML: the worker's class path has no YAML parser.
-  cat >"$STATE/connect-log4j2.properties" <<EOF
+  cat >"$CONNECT_DIR/connect-log4j2.properties" <<EOF
 appender.stdout.type=Console
 appender.stdout.name=STDOUT
 appender.stdout.layout.type=PatternLayout
@@ -402,8 +405,6 @@ rootLogger.level=WARN
 rootLogger.appenderRef.stdout.ref=STDOUT
 logger.connect.name=org.apache.kafka.connect.runtime.Connect
 logger.connect.level=INFO
-logger.herder.name=org.apache.kafka.connect.runtime.distributed.DistributedHerder
-logger.herder.level=INFO
 EOF
 }
 
@@ -411,8 +412,7 @@ connect_running() {
   [ -f "$CONNECT_PID" ] && kill -0 "$(cat "$CONNECT_PID")" 2>/dev/null
 }
 
-# Ready: GET /health answers 200 once the worker has joined its group and
-# read its internal topics (503 while it starts).
+# Ready: GET /health answers 200 once the worker has started (503 before).
 connect_answers() {
   "$PYTHON" - "$CONNECT_PORT" <<'EOF' 2>/dev/null
 import sys
@@ -426,20 +426,33 @@ connect_wait() {
   for _ in $(seq 1 240); do
     connect_running || die "Kafka Connect exited during start-up; see $CONNECT_LOG: $(tail -5 "$CONNECT_LOG")"
     connect_answers && return 0
-    sleep 0.5
+    sleep 0.25
   done
-  die "Kafka Connect did not become ready on 127.0.0.1:$CONNECT_PORT within 120 s; see $CONNECT_LOG"
+  die "Kafka Connect did not become ready on 127.0.0.1:$CONNECT_PORT within 60 s; see $CONNECT_LOG"
+}
+
+# Stops the worker when its owner process ends. Its own session (setsid) and
+# no inherited descriptors, so that it holds no lock and no test's pipes.
+connect_watch() {
+  local owner="$1" pid="$2"
+  setsid bash -c '
+    while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done
+    if kill -0 "$2" 2>/dev/null; then
+      kill -TERM -- "-$2" 2>/dev/null
+      for _ in $(seq 1 40); do kill -0 "$2" 2>/dev/null || exit 0; sleep 0.25; done
+      kill -KILL -- "-$2" 2>/dev/null
+    fi' connect-watch "$owner" "$pid" </dev/null >/dev/null 2>&1 8>&- 9>&- &
 }
 
 connect_start() {
-  mkdir -p "$STATE"
-  # Test processes may ask for the worker at the same moment: one starts it.
-  exec 9>"$STATE/connect.lock"
-  flock -w 300 9 || die "could not take $STATE/connect.lock"
   connect_fetch
+  mkdir -p "$CONNECT_DIR"
+  # Two callers for one worker at the same moment: one starts it.
+  exec 9>"$CONNECT_DIR/connect.lock"
+  flock -w 300 9 || die "could not take $CONNECT_DIR/connect.lock"
   connect_config
   if connect_running; then
-    if cmp -s "$STATE/connect.properties" "$STATE/connect.properties.running"; then
+    if cmp -s "$CONNECT_DIR/connect.properties" "$CONNECT_DIR/connect.properties.running"; then
       connect_wait
       exec 9>&-
       return 0
@@ -447,17 +460,21 @@ connect_start() {
     log "Kafka Connect's configuration changed; restarting it"
     connect_stop
   fi
-  log "starting Kafka Connect $KAFKA_VERSION (distributed, group $CONNECT_GROUP) on 127.0.0.1:$CONNECT_PORT"
+  log "starting Kafka Connect $KAFKA_VERSION (standalone, $CONNECT_DIR) on 127.0.0.1:$CONNECT_PORT"
   if [ -f "$CONNECT_LOG" ]; then mv -f "$CONNECT_LOG" "$CONNECT_LOG.1"; fi
   local started=$SECONDS
   # As for the broker: setsid so that it outlives the shell that started it;
   # 9>&- so that it does not hold the start-up lock for its whole life.
-  setsid java -Xms128m -Xmx512m -XX:+UseG1GC \
-    -Dlog4j2.configurationFile="$STATE/connect-log4j2.properties" \
-    -cp "$CONNECT_HOME/libs/*" org.apache.kafka.connect.cli.ConnectDistributed \
-    "$STATE/connect.properties" >>"$CONNECT_LOG" 2>&1 </dev/null 9>&- &
-  echo $! >"$CONNECT_PID"
-  cp "$STATE/connect.properties" "$STATE/connect.properties.running"
+  # TieredStopAtLevel=1 and SerialGC: a short-lived test worker starts
+  # sooner with the quick compiler alone and one GC thread.
+  setsid java -Xms64m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Dlog4j2.configurationFile="$CONNECT_DIR/connect-log4j2.properties" \
+    -cp "$CONNECT_HOME/libs/*" org.apache.kafka.connect.cli.ConnectStandalone \
+    "$CONNECT_DIR/connect.properties" >>"$CONNECT_LOG" 2>&1 </dev/null 9>&- &
+  local pid=$!
+  echo "$pid" >"$CONNECT_PID"
+  cp "$CONNECT_DIR/connect.properties" "$CONNECT_DIR/connect.properties.running"
+  if [ -n "$CONNECT_OWNER" ]; then connect_watch "$CONNECT_OWNER" "$pid"; fi
   connect_wait
   exec 9>&-
   log "Kafka Connect $KAFKA_VERSION ready on http://127.0.0.1:$CONNECT_PORT in $((SECONDS - started)) s"
@@ -470,7 +487,7 @@ connect_stop() {
   kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
   for _ in $(seq 1 60); do
     kill -0 "$pid" 2>/dev/null || break
-    sleep 0.5
+    sleep 0.25
   done
   kill -0 "$pid" 2>/dev/null && kill -KILL -- "-$pid" 2>/dev/null || true
   rm -f "$CONNECT_PID"
@@ -479,7 +496,7 @@ connect_stop() {
 
 connect_status() {
   if connect_running && connect_answers; then
-    echo "connect: running on http://127.0.0.1:$CONNECT_PORT (Kafka Connect $KAFKA_VERSION, distributed, group $CONNECT_GROUP, pid $(cat "$CONNECT_PID"))"
+    echo "connect: running on http://127.0.0.1:$CONNECT_PORT (Kafka Connect $KAFKA_VERSION, standalone, $CONNECT_DIR, pid $(cat "$CONNECT_PID"))"
   elif connect_running; then
     echo "connect: starting or unresponsive (pid $(cat "$CONNECT_PID"))"
   else

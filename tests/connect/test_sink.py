@@ -15,42 +15,10 @@ from eventsource import EventStore, StoredEvent
 from eventsource.bus.config import KafkaConfig
 from eventsource.bus.relay import Relay
 from tests.bus.model import Delivered, populate, read_committed
+from tests.connect.configs import JSON_SINK, RAW_SINK, filled
 from tests.connect.conftest import Connect, wait_for_commits
 
 pytestmark = pytest.mark.kafka
-
-# The configurations docs/connect.md shows, with the topic and file filled in.
-JSON_SINK = {
-    "connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
-    "tasks.max": "1",
-    "topics": "{topic}",
-    "file": "{file}",
-    "key.converter": "org.apache.kafka.connect.storage.StringConverter",
-    "value.converter": "org.apache.kafka.connect.json.JsonConverter",
-    "value.converter.schemas.enable": "false",
-    # The relay writes in transactions: never hand on a message of an aborted one.
-    "consumer.override.isolation.level": "read_committed",
-    "consumer.override.auto.offset.reset": "earliest",
-    # Where each value came from, so that a line can be traced to its message.
-    "transforms": "source",
-    "transforms.source.type": "org.apache.kafka.connect.transforms.InsertField$Value",
-    "transforms.source.partition.field": "kafka_partition",
-    "transforms.source.offset.field": "kafka_offset",
-}
-RAW_SINK = {
-    "connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
-    "tasks.max": "1",
-    "topics": "{topic}",
-    "file": "{file}",
-    "key.converter": "org.apache.kafka.connect.storage.StringConverter",
-    "value.converter": "org.apache.kafka.connect.storage.StringConverter",
-    "consumer.override.isolation.level": "read_committed",
-    "consumer.override.auto.offset.reset": "earliest",
-}
-
-
-def filled(config: dict[str, str], **values: str) -> dict[str, str]:
-    return {name: value.format(**values) for name, value in config.items()}
 
 
 @dataclass

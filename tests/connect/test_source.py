@@ -23,21 +23,10 @@ from eventsource.projections.worker import Worker
 from eventsource.store.engine import create_engine
 from tests.bus.model import Delivered, read_committed
 from tests.conftest import unique
+from tests.connect.configs import FILE_SOURCE, filled
 from tests.connect.conftest import Connect
 
 pytestmark = pytest.mark.kafka
-
-# The configuration docs/connect.md shows, with the file and topic filled in.
-# StringConverter: each line goes to Kafka as it is, JSON text; the records
-# have no key, so the projection names each aggregate by a field of the value.
-FILE_SOURCE = {
-    "connector.class": "org.apache.kafka.connect.file.FileStreamSourceConnector",
-    "tasks.max": "1",
-    "file": "{file}",
-    "topic": "{topic}",
-    "key.converter": "org.apache.kafka.connect.storage.StringConverter",
-    "value.converter": "org.apache.kafka.connect.storage.StringConverter",
-}
 
 metadata = MetaData()
 stock = Table(
@@ -94,9 +83,7 @@ def test_a_projection_folds_what_a_file_source_ingests(
     lines = [orjson.dumps(c).decode() for c in COUNTS] + ['{"sku": "sku-x", "warehouse"']
     file = tmp_path / "counts.jsonl"
     file.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    name = create_connector(
-        "source", {k: v.format(file=file, topic=topic) for k, v in FILE_SOURCE.items()}
-    )
+    name = create_connector("source", filled(FILE_SOURCE, file=str(file), topic=topic))
     connect.wait_running(name)
     records = wait_for_records(servers, topic, len(lines))
     assert [r.value for r in records] == [line.encode() for line in lines]

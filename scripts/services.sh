@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Provision and run the real services the integration tests use:
 # PostgreSQL (Debian's package, a dedicated cluster) and Apache Kafka
-# (the broker's jars from Maven Central, KRaft, one combined node).
+# (the broker's jars from Maven Central, KRaft, one combined node), and on
+# demand a Kafka Connect worker of the same version (standalone mode, its
+# REST API on 127.0.0.1:8083 by default), for the tests of Connect connectors.
 #
 #   scripts/services.sh up|down|status|logs|env
 #   scripts/services.sh kafka-start|kafka-stop|kafka-kill   (broker crash tests)
 #   scripts/services.sh pg-crash|pg-start                    (database crash tests)
+#   scripts/services.sh connect-up|connect-down|connect-env|connect-logs
 #
 # Idempotent: `up` on running services only checks they answer. Runs as root
 # with no standard input. Everything it downloads or writes lives under
@@ -32,6 +35,24 @@ KAFKA_HOME="$STATE/kafka-$KAFKA_VERSION"
 KAFKA_DATA="$STATE/kafka-data"
 KAFKA_PID="$STATE/kafka.pid"
 KAFKA_LOG="$STATE/kafka.log"
+
+# Kafka Connect: Apache Kafka's own worker (connect-runtime, connect-json,
+# connect-file from Maven Central), the broker's version, in standalone mode:
+# its connectors' offsets live in a file, so it writes no internal topics and
+# joins no group on the broker. The jars are cached once under $STATE; each
+# worker keeps its configuration, pid, log and offsets in its own folder
+# (EVENTSOURCE_CONNECT_DIR) and listens on its own port
+# (EVENTSOURCE_CONNECT_PORT), so test runs side by side never share one.
+# EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS, when set, is the broker it works with
+# (default: the one this script runs). EVENTSOURCE_CONNECT_OWNER_PID, when
+# set, is a process whose end stops the worker too (a test run killed
+# before its clean-up leaves no JVM behind).
+CONNECT_PORT="${EVENTSOURCE_CONNECT_PORT:-8083}"
+CONNECT_HOME="$STATE/connect-$KAFKA_VERSION"
+CONNECT_DIR="${EVENTSOURCE_CONNECT_DIR:-$STATE/connect}"
+CONNECT_PID="$CONNECT_DIR/connect.pid"
+CONNECT_LOG="$CONNECT_DIR/connect.log"
+CONNECT_OWNER="${EVENTSOURCE_CONNECT_OWNER_PID:-}"
 
 PG_CLUSTER="${EVENTSOURCE_PG_CLUSTER:-eventsource}"
 PG_PORT="${EVENTSOURCE_PG_PORT:-5433}"
@@ -328,6 +349,165 @@ kafka_status() {
   fi
 }
 
+# ------------------------------------------------------------- Kafka Connect
+
+connect_fetch() {
+  [ -f "$CONNECT_HOME/.complete" ] && return 0
+  mkdir -p "$STATE"
+  # Workers of several test runs may start at once: one resolves the jars.
+  exec 8>"$STATE/connect-fetch.lock"
+  flock -w 600 8 || die "could not take $STATE/connect-fetch.lock"
+  if [ ! -f "$CONNECT_HOME/.complete" ]; then
+    command -v java >/dev/null || apt_install openjdk-17-jre-headless
+    command -v mvn >/dev/null || apt_install maven
+    log "resolving Kafka Connect $KAFKA_VERSION from Maven Central into $CONNECT_HOME"
+    rm -rf "$CONNECT_HOME"
+    mkdir -p "$CONNECT_HOME"
+    mvn -B -q -Dstyle.color=never -f "$ROOT/scripts/connect/pom.xml" dependency:copy-dependencies \
+      -Dkafka.version="$KAFKA_VERSION" -DincludeScope=runtime \
+      -DoutputDirectory="$CONNECT_HOME/libs" </dev/null >"$STATE/maven-connect.log" 2>&1 ||
+      die "Maven could not resolve Kafka Connect $KAFKA_VERSION; see $STATE/maven-connect.log"
+    touch "$CONNECT_HOME/.complete"
+  fi
+  exec 8>&-
+}
+
+connect_config() {
+  local servers="${EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}"
+  mkdir -p "$CONNECT_DIR"
+  cat >"$CONNECT_DIR/connect.properties" <<EOF
+bootstrap.servers=$servers
+# Standalone: source connectors' offsets in a file of this worker's own.
+offset.storage.file.filename=$CONNECT_DIR/offsets.dat
+# Connectors say their own converters; these are the defaults for those that do not.
+key.converter=org.apache.kafka.connect.storage.StringConverter
+value.converter=org.apache.kafka.connect.json.JsonConverter
+value.converter.schemas.enable=false
+listeners=http://127.0.0.1:$CONNECT_PORT
+rest.advertised.host.name=127.0.0.1
+rest.advertised.port=$CONNECT_PORT
+# Connectors on the class path, found through their service manifests: no
+# scan of every jar, which is most of a worker's start-up time otherwise.
+plugin.discovery=service_load
+# Sinks flush (the file sink writes its buffer) and commit every second, so
+# that tests see their output soon; source offsets likewise.
+offset.flush.interval.ms=1000
+# Connectors may set their own client options (consumer.override.isolation.level).
+connector.client.config.override.policy=All
+EOF
+  # Properties, not YAML: the worker's class path has no YAML parser.
+  cat >"$CONNECT_DIR/connect-log4j2.properties" <<EOF
+appender.stdout.type=Console
+appender.stdout.name=STDOUT
+appender.stdout.layout.type=PatternLayout
+appender.stdout.layout.pattern=[%d] %p %m (%c)%n
+rootLogger.level=WARN
+rootLogger.appenderRef.stdout.ref=STDOUT
+logger.connect.name=org.apache.kafka.connect.runtime.Connect
+logger.connect.level=INFO
+EOF
+}
+
+connect_running() {
+  [ -f "$CONNECT_PID" ] && kill -0 "$(cat "$CONNECT_PID")" 2>/dev/null
+}
+
+# Ready: GET /health answers 200 once the worker has started (503 before).
+connect_answers() {
+  "$PYTHON" - "$CONNECT_PORT" <<'EOF' 2>/dev/null
+import sys
+import urllib.request
+with urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/health", timeout=5) as answer:
+    sys.exit(0 if answer.status == 200 else 1)
+EOF
+}
+
+connect_wait() {
+  for _ in $(seq 1 240); do
+    connect_running || die "Kafka Connect exited during start-up; see $CONNECT_LOG: $(tail -5 "$CONNECT_LOG")"
+    connect_answers && return 0
+    sleep 0.25
+  done
+  die "Kafka Connect did not become ready on 127.0.0.1:$CONNECT_PORT within 60 s; see $CONNECT_LOG"
+}
+
+# Stops the worker when its owner process ends. Its own session (setsid) and
+# no inherited descriptors, so that it holds no lock and no test's pipes.
+connect_watch() {
+  local owner="$1" pid="$2"
+  setsid bash -c '
+    while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done
+    if kill -0 "$2" 2>/dev/null; then
+      kill -TERM -- "-$2" 2>/dev/null
+      for _ in $(seq 1 40); do kill -0 "$2" 2>/dev/null || exit 0; sleep 0.25; done
+      kill -KILL -- "-$2" 2>/dev/null
+    fi' connect-watch "$owner" "$pid" </dev/null >/dev/null 2>&1 8>&- 9>&- &
+}
+
+connect_start() {
+  connect_fetch
+  mkdir -p "$CONNECT_DIR"
+  # Two callers for one worker at the same moment: one starts it.
+  exec 9>"$CONNECT_DIR/connect.lock"
+  flock -w 300 9 || die "could not take $CONNECT_DIR/connect.lock"
+  connect_config
+  if connect_running; then
+    if cmp -s "$CONNECT_DIR/connect.properties" "$CONNECT_DIR/connect.properties.running"; then
+      connect_wait
+      exec 9>&-
+      return 0
+    fi
+    log "Kafka Connect's configuration changed; restarting it"
+    connect_stop
+  fi
+  log "starting Kafka Connect $KAFKA_VERSION (standalone, $CONNECT_DIR) on 127.0.0.1:$CONNECT_PORT"
+  if [ -f "$CONNECT_LOG" ]; then mv -f "$CONNECT_LOG" "$CONNECT_LOG.1"; fi
+  local started=$SECONDS
+  # As for the broker: setsid so that it outlives the shell that started it;
+  # 9>&- so that it does not hold the start-up lock for its whole life.
+  # TieredStopAtLevel=1 and SerialGC: a short-lived test worker starts
+  # sooner with the quick compiler alone and one GC thread.
+  setsid java -Xms64m -Xmx512m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Dlog4j2.configurationFile="$CONNECT_DIR/connect-log4j2.properties" \
+    -cp "$CONNECT_HOME/libs/*" org.apache.kafka.connect.cli.ConnectStandalone \
+    "$CONNECT_DIR/connect.properties" >>"$CONNECT_LOG" 2>&1 </dev/null 9>&- &
+  local pid=$!
+  echo "$pid" >"$CONNECT_PID"
+  cp "$CONNECT_DIR/connect.properties" "$CONNECT_DIR/connect.properties.running"
+  if [ -n "$CONNECT_OWNER" ]; then connect_watch "$CONNECT_OWNER" "$pid"; fi
+  connect_wait
+  exec 9>&-
+  log "Kafka Connect $KAFKA_VERSION ready on http://127.0.0.1:$CONNECT_PORT in $((SECONDS - started)) s"
+}
+
+connect_stop() {
+  connect_running || { rm -f "$CONNECT_PID"; return 0; }
+  local pid
+  pid="$(cat "$CONNECT_PID")"
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 60); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.25
+  done
+  kill -0 "$pid" 2>/dev/null && kill -KILL -- "-$pid" 2>/dev/null || true
+  rm -f "$CONNECT_PID"
+  log "Kafka Connect stopped"
+}
+
+connect_status() {
+  if connect_running && connect_answers; then
+    echo "connect: running on http://127.0.0.1:$CONNECT_PORT (Kafka Connect $KAFKA_VERSION, standalone, $CONNECT_DIR, pid $(cat "$CONNECT_PID"))"
+  elif connect_running; then
+    echo "connect: starting or unresponsive (pid $(cat "$CONNECT_PID"))"
+  else
+    echo "connect: stopped (started on demand: scripts/services.sh connect-up)"
+  fi
+}
+
+connect_env() {
+  echo "export TEST_SERVICES_CONNECT_URL=\${TEST_SERVICES_CONNECT_URL:-http://127.0.0.1:$CONNECT_PORT}"
+}
+
 # ---------------------------------------------------------------------- main
 
 print_env() {
@@ -345,6 +525,8 @@ print_env() {
   echo "export TEST_SERVICES_KAFKA_MTLS_SERVERS=\${TEST_SERVICES_KAFKA_MTLS_SERVERS:-127.0.0.1:$KAFKA_MTLS_PORT}"
   echo "export TEST_SERVICES_KAFKA_MTLS_CERT=\${TEST_SERVICES_KAFKA_MTLS_CERT:-$KAFKA_TLS/client.pem}"
   echo "export TEST_SERVICES_KAFKA_MTLS_KEY=\${TEST_SERVICES_KAFKA_MTLS_KEY:-$KAFKA_TLS/client.key}"
+  # Kafka Connect's REST API (tests/connect start the worker on demand: connect-up).
+  connect_env
 }
 
 ensure_tools() {
@@ -361,12 +543,14 @@ case "${1:-}" in
     kafka_start
     ;;
   down)
+    connect_stop
     kafka_stop TERM
     pg_down
     ;;
   status)
     pg_status
     kafka_status
+    connect_status
     ;;
   logs)
     tail -n "${2:-50}" "$KAFKA_LOG" 2>/dev/null || true
@@ -379,8 +563,12 @@ case "${1:-}" in
   kafka-kill) kafka_stop KILL ;;
   pg-crash) pg_crash ;;
   pg-start) pg_start ;;
+  connect-up) connect_start ;;
+  connect-down) connect_stop ;;
+  connect-env) connect_env ;;
+  connect-logs) tail -n "${2:-50}" "$CONNECT_LOG" 2>/dev/null || true ;;
   *)
-    echo "usage: $0 up|down|status|logs|env|kafka-start|kafka-stop|kafka-kill|pg-crash|pg-start" >&2
+    echo "usage: $0 up|down|status|logs|env|kafka-start|kafka-stop|kafka-kill|pg-crash|pg-start|connect-up|connect-down|connect-env|connect-logs" >&2
     exit 2
     ;;
 esac

@@ -59,7 +59,7 @@ def test_the_page_shows_the_sample_app_in_a_real_browser(tmp_path: Path, start: 
         # Never run: every payment event is lag, in events.
         payments = card(page, "payments.card_attempts")
         expect(payments.get_by_test_id("state")).to_have_text("never run")
-        expect(payments.get_by_test_id("lag")).to_have_text(str(scene.count("payments")))
+        expect(payments.get_by_test_id("lag")).to_have_text(str(scene.count("payments", "payment")))
 
         # The parked event, with its error and its event.
         audit = card(page, "orders.audit")

@@ -69,11 +69,12 @@ def dashboard(
     tail: int,
     payloads: bool,
 ) -> None:
-    """Serve a read-only page of projections and reactors, their lag, dead letters,
-    deadlines and the latest events, refreshed every few seconds.
+    """Serve a read-only page of projections, reactors and transforms, their lag,
+    dead letters, deadlines and the latest events, refreshed every few seconds.
 
     NAMES are package.module:Class of the context given by --context, or
-    context=package.module:Class of another context in --stores. The page never
+    context=package.module:Class of another context in --stores, or
+    package.module:name of a transform (of its output's context). The page never
     changes anything: replay and skip stay in the CLI.
     """
     _require_extra()

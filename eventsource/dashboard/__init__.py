@@ -12,5 +12,6 @@ from eventsource.dashboard.history import History as History
 from eventsource.dashboard.sampler import Sampler as Sampler
 from eventsource.dashboard.sources import Sources as Sources
 from eventsource.dashboard.sources import Watched as Watched
+from eventsource.dashboard.sources import WatchedTransform as WatchedTransform
 
-__all__ = ["History", "Sampler", "Sources", "Watched"]
+__all__ = ["History", "Sampler", "Sources", "Watched", "WatchedTransform"]

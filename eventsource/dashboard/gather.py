@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, inspect
 
 from eventsource.bus.relay_status import relay_status
-from eventsource.dashboard.sources import Sources, Watched
+from eventsource.dashboard.sources import Sources, Watched, WatchedTransform
 from eventsource.events.codec import metadata_ids
 from eventsource.events.records import StoredEvent
 from eventsource.projections import deadletters, deadlines
@@ -22,6 +22,7 @@ from eventsource.projections.tables import dead_letters as dead_letters_table
 from eventsource.projections.tables import deadlines as deadlines_table
 from eventsource.store.engine import read_transaction
 from eventsource.store.eventstore import EventStore
+from eventsource.streams.status import TransformStatus, kafka_status
 
 PAYLOAD_CHARS = 2000
 
@@ -35,6 +36,25 @@ def consumer_status(sources: Sources, w: Watched) -> ConsumerStatus:
         stores=sources.stores,
         heartbeat_seconds=sources.settings.heartbeat_seconds,
     )
+
+
+def kafka_transform_status(sources: Sources, w: WatchedTransform) -> TransformStatus:
+    """`transform status` of a transform on Kafka: its group, members, committed offsets, lag."""
+    from eventsource.bus.config import KafkaConfig
+
+    return kafka_status(w.transform, KafkaConfig.from_settings(sources.settings))
+
+
+def kafka_transform_dict(found: TransformStatus) -> dict[str, Any]:
+    """`found` in the shape of a consumer's status, for the page: the group's
+    members are Kafka client ids (no heartbeat rows), positions are committed offsets."""
+    out = found.as_dict()
+    out["group_state"] = out.pop("state")
+    out["group_members"] = out.pop("members")
+    out["lag_events"] = None
+    for p in out["partitions"]:
+        p["offset"] = p.pop("committed")
+    return out
 
 
 def status_dict(found: ConsumerStatus) -> dict[str, Any]:

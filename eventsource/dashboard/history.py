@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from eventsource.projections.members import Member
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # the one "worker" of a total
 
 
 @dataclass(frozen=True)
@@ -43,10 +45,8 @@ class History:
 
     def add(self, name: str, at: float, lag: int | None, members: Iterable[Member]) -> None:
         """Record a sample of `name`: its lag and its workers' heartbeat rows."""
-        track = self._tracks.get(name)
-        first = track is None
-        if track is None:
-            track = self._tracks[name] = _Track(deque(maxlen=self.size))
+        first = name not in self._tracks
+        track = self._track(name)
         now = {(m.name, m.started_at): m.applied for m in members}
         for key, applied in now.items():
             before = track.workers.get(key)
@@ -56,6 +56,22 @@ class History:
                 track.applied += applied  # a worker that started since the last sample
         track.workers = now
         track.points.append(Point(at, lag, track.applied))
+
+    def add_total(self, name: str, at: float, lag: int | None, total: int) -> None:
+        """Record a sample of `name` whose progress is one growing `total`
+        (a transform on Kafka: its committed offsets added up)."""
+        track = self._track(name)
+        before = track.workers.get(("", _EPOCH))
+        if before is not None:
+            track.applied += max(0, total - before)  # offsets deleted or reset: no negative step
+        track.workers = {("", _EPOCH): total}
+        track.points.append(Point(at, lag, track.applied))
+
+    def _track(self, name: str) -> _Track:
+        track = self._tracks.get(name)
+        if track is None:
+            track = self._tracks[name] = _Track(deque(maxlen=self.size))
+        return track
 
     def lags(self, name: str) -> list[tuple[float, int | None]]:
         """(time, lag) of every sample kept, oldest first."""

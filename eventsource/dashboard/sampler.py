@@ -20,7 +20,7 @@ import orjson
 
 from eventsource.dashboard import gather
 from eventsource.dashboard.history import History
-from eventsource.dashboard.sources import Sources, Watched
+from eventsource.dashboard.sources import Sources, Watched, WatchedTransform
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +148,36 @@ class Sampler:
         )
         return out
 
-    def _consumer(self, w: Watched, at: float) -> dict[str, Any]:
+    def _consumer(self, w: Watched | WatchedTransform, at: float) -> dict[str, Any]:
         out: dict[str, Any] = {"name": w.name, "kind": w.kind, "context": w.context, "error": None}
+        if isinstance(w, WatchedTransform):
+            out["output"] = w.transform.output
+            if not self.sources.embedded:
+                return self._kafka_transform(w, at, out)
+            # On the embedded log a transform is a reactor: its status is the reactor's.
+            return self._watched(w.reactor(), at, out) | {"kind": w.kind, "deadlines": None}
+        return self._watched(w, at, out)
+
+    def _kafka_transform(
+        self, w: WatchedTransform, at: float, out: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A transform on Kafka: `transform status`; its dead letters are a topic's records."""
+        found = self._section(
+            w.name, lambda: gather.kafka_transform_status(self.sources, w), out=out
+        )
+        if found is not None:
+            out.update(gather.kafka_transform_dict(found))
+            self.history.add_total(w.name, at, found.lag, found.committed_total)
+        out["lag_history"] = self.history.lags(w.name)
+        out["throughput"] = self.history.throughput(w.name)
+        out["throughput_unit"] = "offsets / s"
+        parks = w.transform.on_failure == "park"
+        out["dead_letter_topic"] = w.transform.dead_letters if parks else None
+        out["dead_letters"] = []
+        out["deadlines"] = None
+        return out
+
+    def _watched(self, w: Watched, at: float, out: dict[str, Any]) -> dict[str, Any]:
         found = self._section(w.name, lambda: gather.consumer_status(self.sources, w), out=out)
         if found is not None:
             out.update(gather.status_dict(found))

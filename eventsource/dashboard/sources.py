@@ -24,6 +24,9 @@ from eventsource.projections.base import Consumer, Reactor
 from eventsource.projections.runner import group_id, load_class
 from eventsource.settings import Settings, check_context, redact
 from eventsource.store.eventstore import EventStore
+from eventsource.streams.embedded import reactor_for
+from eventsource.streams.runtime import load_transform
+from eventsource.streams.topology import Transform
 
 if TYPE_CHECKING:
     from eventsource.bus.relay import Relay
@@ -48,11 +51,40 @@ class Watched:
         return "reactor" if issubclass(self.cls, Reactor) else "projection"
 
 
-def watched(spec: str, default_context: str) -> Watched:
-    """`package.module:Class` (of `default_context`) or `context=package.module:Class`."""
+@dataclass(frozen=True)
+class WatchedTransform:
+    """A transform on the page. `context` is its output's: on the embedded
+    log its store holds the transform's output, positions and dead letters."""
+
+    transform: Transform
+
+    @property
+    def name(self) -> str:
+        return self.transform.name
+
+    @property
+    def context(self) -> str:
+        return self.transform.context
+
+    @property
+    def kind(self) -> str:
+        return "transform"
+
+    def reactor(self) -> Watched:
+        """The reactor that runs the transform on the embedded log, as a watched consumer."""
+        return Watched(reactor_for(self.transform, self.context), self.context)
+
+
+def watched(spec: str, default_context: str) -> Watched | WatchedTransform:
+    """`package.module:Class` (of `default_context`) or `context=package.module:Class`,
+    or `package.module:name` of a transform (of its output's context)."""
     context, equals, path = spec.partition("=")
     if not equals:
         context, path = default_context, spec
+    try:
+        return WatchedTransform(load_transform(path.strip()))
+    except ConfigurationError:
+        pass  # not a transform: a projection or reactor, or an error that says why not
     return Watched(load_class(path.strip()), check_context(context.strip()))
 
 
@@ -79,14 +111,19 @@ class Sources:
     watched consumer (made on first use: on Kafka each one is a client)."""
 
     def __init__(
-        self, settings: Settings, watched: Iterable[Watched], engines: Mapping[str, Engine]
+        self,
+        settings: Settings,
+        watched: Iterable[Watched | WatchedTransform],
+        engines: Mapping[str, Engine],
     ) -> None:
         """`engines`: context -> an engine on its existing database (made
         read-only here, and disposed of by `close`)."""
         self.settings = settings
         self.watched = list(watched)
         for w in self.watched:
-            if w.context not in engines:
+            # On Kafka a transform needs no database: its progress is its group's offsets.
+            on_kafka = isinstance(w, WatchedTransform) and not settings.embedded
+            if w.context not in engines and not on_kafka:
                 raise ConfigurationError(
                     f"{w.name} belongs to context {w.context!r}, whose database is not"
                     f" configured (known: {', '.join(sorted(engines))}); add it to --stores"
@@ -102,7 +139,7 @@ class Sources:
     def embedded(self) -> bool:
         return self.settings.embedded
 
-    def log(self, w: Watched) -> LogConsumer:
+    def log(self, w: Watched | WatchedTransform) -> LogConsumer:
         """The log consumer that reads `w`'s partitions' ends (never joins its group)."""
         found = self._logs.get(w.name)
         if found is None:

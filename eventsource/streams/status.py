@@ -48,9 +48,32 @@ class TransformStatus:
     def lag(self) -> int:
         return sum(p.lag for p in self.partitions)
 
+    @property
+    def committed_total(self) -> int:
+        """The committed offsets added up: it grows as the transform commits batches."""
+        return sum(p.committed or 0 for p in self.partitions)
+
+    @property
+    def status(self) -> str:
+        """`running` while the group has members (`rebalancing` while they are
+        being given partitions), else `stopped`, or `never run` before any
+        commit; `unknown` when the group could not be described.
+
+        Kafka drops a member whose session times out, so a killed process
+        leaves the group within its session timeout and shows as `stopped`.
+        """
+        if self.state == "unknown":
+            return "unknown"
+        if self.members:
+            return "running" if self.state == "Stable" else "rebalancing"
+        if all(p.committed is None for p in self.partitions):
+            return "never run"
+        return "stopped"
+
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["lag"] = self.lag
+        out["status"] = self.status
         return out
 
 

@@ -8,7 +8,9 @@ Four contexts tell the sample app's story; then:
   parked o-1003's first event and goes on with the other orders;
 * shipping's address book and its reactor have caught up (the reactor's
   shipments carry the orders' correlation ids);
-* payments' card attempts never ran: its lag is every payment event.
+* payments' card attempts never ran: its lag is every payment event;
+* payments' transform `payments.card_alerts` has caught up: the declined
+  attempts are `card_alerts` events in the payments store.
 
 `python -m tests.dashboard.scene trickle DIR` keeps placing and paying
 orders and trying cards in DIR's stores until SIGTERM (the screenshot's
@@ -29,6 +31,7 @@ from sqlalchemy import Column, Integer, MetaData, String, Table
 
 from eventsource import EventStore, Projection, Repository, Settings, View, handles
 from eventsource.projections.runner import Runtime, load_class, run_workers
+from eventsource.streams.runtime import embedded_worker, load_transform
 from sample_app.contexts import CONTEXTS
 from sample_app.orders.domain import Order
 from sample_app.orders.events import OrderCancelled, OrderPaid, OrderPlaced
@@ -38,6 +41,7 @@ from sample_app.story import tell
 ROOT = Path(__file__).resolve().parents[2]
 PARKED_ORDER = "o-1003"
 AUDIT = "tests.dashboard.scene:OrderAudit"
+TRANSFORM = "sample_app.payments.alerts:card_alerts"
 # (context, consumers run until caught up, in this order)
 CAUGHT_UP = [
     (
@@ -50,6 +54,7 @@ CAUGHT_UP = [
     ),
     ("shipping", ["sample_app.shipping.views:AddressBook"]),
     ("shipping", ["sample_app.shipping.reactor:ShipPaidOrders"]),
+    ("payments", [TRANSFORM]),
 ]
 NEVER_RUN = "payments=sample_app.payments.views:CardAttempts"
 # Every consumer the page shows, as `eventsource dashboard` takes them (context: shipping).
@@ -61,6 +66,7 @@ SHOWN = [
     "sample_app.shipping.reactor:ShipPaidOrders",
     "sample_app.shipping.views:ShipmentsToDispatch",
     NEVER_RUN,
+    TRANSFORM,
 ]
 
 metadata = MetaData()
@@ -139,7 +145,12 @@ def build(data: Path) -> Scene:
 
 def run_until_caught_up(scene: Scene, context: str, names: list[str]) -> None:
     with Runtime(scene.settings(context)) as runtime:
-        workers = [runtime.worker(load_class(name)) for name in names]
+        workers = [
+            embedded_worker(load_transform(name), runtime, batch_size=100)
+            if name == TRANSFORM
+            else runtime.worker(load_class(name))
+            for name in names
+        ]
         run_workers(workers, stop=threading.Event(), until_caught_up=True, lag_interval=0)
 
 

@@ -3,9 +3,10 @@
     python -m tests.dashboard.screenshot docs/images/dashboard.png
 
 (`scripts/dashboard_screenshot.sh` runs it.) It builds the scene in a
-temporary folder, starts the orders and shipping workers as processes, a
-trickle of new orders and card payments, and `eventsource dashboard`; after
-half a minute of samples it saves what headless Chromium shows.
+temporary folder, starts the orders and shipping workers and payments'
+card-alerts transform as processes, a trickle of new orders and card
+payments, and `eventsource dashboard`; after half a minute of samples it
+saves what headless Chromium shows.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from tests.dashboard.browser import chromium
 from tests.dashboard.processes import Process
-from tests.dashboard.scene import AUDIT, SHOWN, build
+from tests.dashboard.scene import AUDIT, SHOWN, TRANSFORM, build
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = {
@@ -57,6 +58,8 @@ def main(target: Path) -> None:
             for context, names in WORKERS.items():
                 common = ["--context", context, "--url", urls[context], "--stores", stores]
                 start("projection", "run", *names, *common)
+            payments = ["--context", "payments", "--url", urls["payments"], "--stores", stores]
+            start("transform", "run", TRANSFORM, *payments)
             start("trickle", "demo-data", module="tests.dashboard.scene")
             dashboard = start(
                 "dashboard", "--port", "0", "--interval", "1", "--events", "12",

@@ -1,5 +1,6 @@
 """The dashboard in a real browser: headless Chromium loads the page served by
-`eventsource dashboard` on the sample app, with a live worker, and reads it."""
+`eventsource dashboard` on the sample app, with a live worker and a live
+transform, and reads it."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from eventsource import EventStore, Repository
 from sample_app.orders.domain import Order
 from tests.dashboard.browser import chromium
 from tests.dashboard.conftest import Start, dashboard_url
-from tests.dashboard.scene import PARKED_ORDER, build
+from tests.dashboard.scene import PARKED_ORDER, TRANSFORM, build
 from tests.dashboard.test_command import dashboard_args
 
 pytestmark = pytest.mark.browser
@@ -28,6 +29,7 @@ NAMES = [
     "shipping.ship_paid_orders",
     "shipping.to_dispatch",
     "payments.card_attempts",
+    "payments.card_alerts",
 ]
 
 
@@ -46,6 +48,18 @@ def test_the_page_shows_the_sample_app_in_a_real_browser(tmp_path: Path, start: 
         scene.stores_json(),
         env=beat,
     )
+    start(
+        "transform",
+        "run",
+        TRANSFORM,
+        "--context",
+        "payments",
+        "--url",
+        scene.urls["payments"],
+        "--stores",
+        scene.stores_json(),
+        env=beat,
+    )
     url = dashboard_url(start(*dashboard_args(scene, "--interval", "1"), env=beat))
     screenshot = tmp_path / "dashboard.png"
     with chromium() as browser:
@@ -59,7 +73,7 @@ def test_the_page_shows_the_sample_app_in_a_real_browser(tmp_path: Path, start: 
         # Never run: every payment event is lag, in events.
         payments = card(page, "payments.card_attempts")
         expect(payments.get_by_test_id("state")).to_have_text("never run")
-        expect(payments.get_by_test_id("lag")).to_have_text(str(scene.count("payments")))
+        expect(payments.get_by_test_id("lag")).to_have_text(str(scene.count("payments", "payment")))
 
         # The parked event, with its error and its event.
         audit = card(page, "orders.audit")
@@ -77,6 +91,13 @@ def test_the_page_shows_the_sample_app_in_a_real_browser(tmp_path: Path, start: 
         dispatch = card(page, "shipping.to_dispatch")
         expect(dispatch.get_by_test_id("state")).to_have_text("running", timeout=20_000)
         expect(dispatch.get_by_test_id("lag")).to_have_text("0", timeout=20_000)
+
+        # The transform, run live: its state, output and lag (in events).
+        alerts = card(page, "payments.card_alerts")
+        expect(alerts.get_by_test_id("output")).to_have_text("→ payments.card_alerts")
+        expect(alerts.get_by_test_id("state")).to_have_text("running", timeout=20_000)
+        expect(alerts.get_by_test_id("lag")).to_have_text("0")
+        expect(alerts.locator("h4", has_text="positions")).to_have_count(1)
 
         # The live tail, with correlation ids; it refreshes by itself.
         events = page.get_by_test_id("event")

@@ -77,7 +77,9 @@ def test_serves_the_page_and_the_snapshot_on_loopback(scene: Scene, start: Start
         "shipping.ship_paid_orders",
         "shipping.to_dispatch",
         "payments.card_attempts",
+        "payments.card_alerts",
     ]
+    assert found["consumers"][-1]["kind"] == "transform"
     assert {c["name"] for c in found["contexts"]} == {"customers", "orders", "shipping", "payments"}
 
 

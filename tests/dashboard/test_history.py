@@ -64,3 +64,14 @@ def test_history_is_bounded() -> None:
     for n in range(10):
         history.add("p", float(n), n, [])
     assert history.lags("p") == [(7.0, 7), (8.0, 8), (9.0, 9)]
+
+
+def test_a_growing_total_gives_throughput_and_never_a_negative_step() -> None:
+    history = History(window=60)
+    history.add_total("t", 0.0, 500, 1000)  # what was committed before counts for nothing
+    history.add_total("t", 10.0, 300, 1200)
+    assert history.throughput("t") == pytest.approx(20.0)
+    history.add_total("t", 20.0, 900, 0)  # the group's offsets deleted: starts over
+    history.add_total("t", 30.0, 800, 100)
+    assert history.throughput("t") == pytest.approx(300 / 30)
+    assert [lag for _, lag in history.lags("t")] == [500, 300, 900, 800]

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from eventsource.dashboard import Sampler, Sources
+from eventsource.dashboard import Sampler, Sources, WatchedTransform
 from eventsource.dashboard.sources import watched
 from eventsource.errors import StoreError
 from eventsource.store.engine import create_engine
+from sample_app.payments.alerts import declined
 from sample_app.story import ORDERS
 from tests.dashboard.scene import PARKED_ORDER, SHOWN, Scene
 
@@ -175,3 +176,38 @@ def test_history_gives_a_lag_series_and_throughput(scene) -> None:
         sampler.close()
     assert [lag for _, lag in found["lag_history"]] == [18] * 4
     assert found["throughput"] == 0.0  # no worker ran while it watched
+
+
+def test_a_transform_on_the_embedded_log_shows_as_its_reactor_does(scene, sample) -> None:
+    alerts = consumer(sample(), "payments.card_alerts")
+    assert alerts["error"] is None, alerts["error"]
+    assert (alerts["kind"], alerts["context"]) == ("transform", "payments")
+    assert alerts["output"] == "payments.card_alerts"
+    assert alerts["status"] == "stopped"  # it ran until caught up and left
+    assert alerts["lag_events"] == 0
+    [position] = alerts["partitions"]
+    assert position["topic"] == "payments.payment"
+    assert position["lag_events"] == 0
+    assert position["offset"] > 0
+    assert alerts["dead_letters"] == []
+    assert alerts["deadlines"] is None
+    # What it wrote: one card alert per declined attempt.
+    assert scene.count("payments", "card_alerts") > 0
+
+
+def test_a_transform_that_never_ran_lags_by_every_event_it_reads(scene) -> None:
+    # The sample app's transform under another name: it starts from offset zero.
+    fresh = declined.to("payments.card_alerts_again", name="payments.card_alerts_again")
+    sources = open_sources(scene, [])
+    sources.watched.append(WatchedTransform(fresh))
+    sampler = Sampler(sources, interval=0.5)
+    try:
+        for _ in range(2):
+            sampler.sample()
+        [found] = sampler.sample()["consumers"]
+    finally:
+        sampler.close()
+    assert (found["status"], found["kind"]) == ("never run", "transform")
+    assert found["lag_events"] == scene.count("payments", "payment") == 18
+    assert [lag for _, lag in found["lag_history"]] == [18] * 3
+    assert found["throughput"] == 0.0

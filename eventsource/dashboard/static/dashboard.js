@@ -83,6 +83,7 @@
     failed: "red",
     stopped: "amber",
     rebuilt: "blue",
+    rebalancing: "amber",
     "never run": "grey",
   };
 
@@ -168,6 +169,7 @@
       el("h3", { "data-testid": "consumer-name" }, c.name),
       el("span", { class: "pill pill-outline" }, c.kind),
       el("span", { class: "pill pill-outline" }, c.context),
+      c.output ? el("span", { class: "pill pill-outline mono", "data-testid": "output" }, `→ ${c.output}`) : null,
       c.version ? el("span", { class: "pill pill-outline" }, `v${c.version}`) : null,
       stale ? el("span", { class: "pill pill-amber" }, `code v${c.code_version}: rebuild`) : null,
       statePill(c.status)
@@ -192,7 +194,7 @@
         "div",
         { class: "figure" },
         el("div", { class: "value", "data-testid": "throughput" }, c.throughput === null || c.throughput === undefined ? "–" : c.throughput.toFixed(1)),
-        el("div", { class: "label" }, "events / s")
+        el("div", { class: "label" }, c.throughput_unit || "events / s")
       ),
       el(
         "div",
@@ -211,6 +213,14 @@
     );
     const notes = [];
     if (since) notes.push(el("div", { class: "muted" }, since));
+    if (c.group) {
+      const ids = c.group_members || [];
+      const members = ids.length ? `${ids.length} member(s): ${ids.join(", ")}` : "no members";
+      notes.push(el("div", { class: "muted", "data-testid": "group" }, `group ${c.group} ${c.group_state}, ${members}`));
+    }
+    if (c.dead_letter_topic) {
+      notes.push(el("div", { class: "muted" }, `parks what it cannot transform in topic ${c.dead_letter_topic}`));
+    }
     if (c.error) notes.push(el("div", { class: "error" }, c.error));
     if (c.retrying) notes.push(el("div", { class: "warn" }, c.retrying));
     for (const topic of c.missing_topics || []) {
@@ -389,7 +399,7 @@
     document.getElementById("meta").textContent = `${snapshot.mode} · sampled ${time(snapshot.sampled_at)} · every ${snapshot.interval} s`;
     replace("contexts", drawContexts(snapshot.contexts || []));
     const consumers = snapshot.consumers || [];
-    replace("consumers", consumers.length ? consumers.map((c) => drawConsumer(c, now)) : el("div", { class: "empty" }, "no projections or reactors named"));
+    replace("consumers", consumers.length ? consumers.map((c) => drawConsumer(c, now)) : el("div", { class: "empty" }, "no projections, reactors or transforms named"));
     replace("events", [snapshot.error ? el("div", { class: "error" }, snapshot.error) : null, drawEvents(snapshot.events || [])]);
   }
 

@@ -30,8 +30,9 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, make_url, select
 
 from eventsource import EventStore
+from sample_app.connect_sink import TOPIC, per_card, sink_alerts
 from sample_app.contexts import CONSUMERS, CONTEXTS, TRANSFORMS
-from sample_app.demo import check, print_read_models, rows
+from sample_app.demo import check, print_read_models, report, rows
 from sample_app.orders.views import OrderSummary
 from sample_app.payments.views import CardAttempts, DeclinedCards
 from sample_app.shipping.views import AddressBook, ShipmentsToDispatch
@@ -45,6 +46,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--postgres", default=os.environ.get("EVENTSOURCE_DATABASE_URL"))
     parser.add_argument("--kafka", default=os.environ.get("EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS"))
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument(
+        "--connect",
+        default=os.environ.get("EVENTSOURCE_CONNECT_URL"),
+        help="A Kafka Connect worker's REST URL: a file sink then copies payments.card_alerts.",
+    )
     parser.add_argument("--keep", action="store_true", help="Keep the databases afterwards.")
     args = parser.parse_args(argv)
     if not args.postgres or not args.kafka:
@@ -80,6 +86,13 @@ def main(argv: list[str] | None = None) -> None:
             print("4. The read models, each in its own context's database\n")
             print_read_models(engines)
             check(facts, engines)
+            if args.connect:
+                show_sink(args.connect, prefix, facts)
+            else:
+                print(
+                    f"\n   (with --connect URL, a Kafka Connect file sink copies {TOPIC};"
+                    " `scripts/services.sh connect-up` starts a worker)"
+                )
         print("\n5. Rebuilding shipping's views from offset zero (workers stopped)")
         before = snapshot(engines["shipping"])
         for cls in (
@@ -93,6 +106,20 @@ def main(argv: list[str] | None = None) -> None:
             store.close()
         if not same:
             sys.exit("the rebuilt shipping views differ from the live ones")
+
+
+def show_sink(url: str, prefix: str, facts: StoryFacts) -> None:
+    """Kafka Connect hands the transform's output on: a file sink of the alerts."""
+    print(f"\n   Kafka Connect: a FileStreamSinkConnector reads {prefix}{TOPIC}")
+    file, lines = sink_alerts(url, prefix, facts.declines)
+    for line in lines[:3]:
+        print(f"     {line}")
+    if len(lines) > 3:
+        print(f"     ... {len(lines) - 3} more")
+    report(
+        [(f"the sink wrote each card alert once, to {file}", per_card(lines) == facts.declines)],
+        "the Connect sink's file does not hold the card alerts once each",
+    )
 
 
 def context_env(env: dict[str, str], context: str, url: str) -> dict[str, str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_kafka, require_postgres
+from tests.connect.conftest import Connect
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.kafka
 @pytest.mark.postgres
 @pytest.mark.slow
-def test_kafka_demo_read_models_match_the_story() -> None:
+def test_kafka_demo_read_models_match_the_story(connect: Connect) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTSOURCE_")}
     env.update(
         {
@@ -28,7 +29,16 @@ def test_kafka_demo_read_models_match_the_story() -> None:
         }
     )
     done = subprocess.run(
-        [sys.executable, "-m", "sample_app", "kafka-demo", "--timeout", "150"],
+        [
+            sys.executable,
+            "-m",
+            "sample_app",
+            "kafka-demo",
+            "--timeout",
+            "150",
+            "--connect",
+            connect.url,
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -45,5 +55,7 @@ def test_kafka_demo_read_models_match_the_story() -> None:
         "[ok] flagged cards are exactly those with > 3 attempts in one window",
         "[ok] each declined attempt became one alert on payments.card_alerts, keyed by its card",
         "rebuilt views identical to the live ones: yes",
+        "Kafka Connect: a FileStreamSinkConnector reads shop-",
+        "[ok] the sink wrote each card alert once, to ",
     ):
         assert line in out, out

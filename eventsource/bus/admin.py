@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from concurrent.futures import Future
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigEntry, ConfigResource, NewTopic
@@ -25,6 +27,13 @@ STORE_TOPIC_CONFIG = {
     "cleanup.policy": "delete",
 }
 _TIMEOUT = 30.0
+# Errors of a broker that is not there (or not answering), not of the request.
+_UNREACHABLE = {
+    KafkaError._TRANSPORT,
+    KafkaError._TIMED_OUT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError.REQUEST_TIMED_OUT,
+}
 # How long a topic listing waits for the broker (callers retry, within their
 # own bounds), and how long one request of it may wait before the error
 # callback is looked at.
@@ -35,8 +44,11 @@ _REFUSAL_CHECK = 1.0
 class TopicAdmin:
     """Creates store topics on demand and refuses unsafe existing ones."""
 
-    def __init__(self, config: KafkaConfig, *, client: str = "relay") -> None:
+    def __init__(
+        self, config: KafkaConfig, *, client: str = "relay", timeout: float = _TIMEOUT
+    ) -> None:
         self.config = config
+        self.timeout = timeout  # for each request to the broker
         self.client = client  # who uses it, for the messages of a refused login
         self._errors = ClientErrors(f"Kafka admin ({client})")
         self._admin = AdminClient(config.client(error_cb=self._errors))
@@ -79,14 +91,14 @@ class TopicAdmin:
                 NewTopic(t, num_partitions=count, replication_factor=-1, config=STORE_TOPIC_CONFIG)
                 for t in wanted
             ],
-            operation_timeout=_TIMEOUT,
-            request_timeout=_TIMEOUT,
+            operation_timeout=self.timeout,
+            request_timeout=self.timeout,
         )
         existing: list[str] = []
         created: list[str] = []
         for topic, future in futures.items():
             try:
-                future.result(_TIMEOUT)
+                self._answer(future, f"create topic {topic!r}")
                 log.info("created topic %s with %d partitions and infinite retention", topic, count)
                 created.append(topic)
             except KafkaException as exc:
@@ -97,11 +109,31 @@ class TopicAdmin:
         self._until_listed(created, listed=True)
         self._checked.update(wanted)
 
+    def _answer(self, future: Future[Any], what: str) -> Any:
+        """The result of an admin request; `BrokerUnavailable` if Kafka does not
+        answer in time, so that callers retry it like any outage."""
+        try:
+            return future.result(self.timeout)
+        except TimeoutError as exc:
+            self._admin.poll(0)
+            self._errors.raise_if_refused(self.client)
+            raise BrokerUnavailable(
+                f"Kafka at {self.config.bootstrap_servers} did not answer within"
+                f" {self.timeout:.0f} s (to {what})"
+            ) from exc
+        except KafkaException as exc:
+            if kafka_error(exc).code() in _UNREACHABLE:
+                raise BrokerUnavailable(
+                    f"cannot reach Kafka at {self.config.bootstrap_servers} (to {what}):"
+                    f" {kafka_error(exc).str()}"
+                ) from exc
+            raise
+
     def _until_listed(self, topics: list[str], *, listed: bool) -> None:
         """Return once the broker's metadata lists `topics` (or, not `listed`,
         no longer lists them): the controller has created or deleted them, and
         the broker that answers learns of it a moment later."""
-        deadline = time.monotonic() + _TIMEOUT
+        deadline = time.monotonic() + self.timeout
         while True:
             present = set(topics) & set(self.list_topics())
             waiting = set(topics) - present if listed else present
@@ -110,7 +142,7 @@ class TopicAdmin:
             if time.monotonic() > deadline:
                 state = "not listed" if listed else "still listed"
                 raise BusError(
-                    f"topics {sorted(waiting)} {state} {_TIMEOUT:.0f} s after"
+                    f"topics {sorted(waiting)} {state} {self.timeout:.0f} s after"
                     f" {'creation' if listed else 'deletion'}"
                 )
             time.sleep(0.05)
@@ -118,15 +150,15 @@ class TopicAdmin:
     def check(self, topics: Iterable[str]) -> None:
         """Raise `TopicConfigError` if a topic would drop history."""
         pending = list(topics)
-        deadline = time.monotonic() + _TIMEOUT
+        deadline = time.monotonic() + self.timeout
         while pending:
             resources = [ConfigResource(ConfigResource.Type.TOPIC, t) for t in pending]
             pending = []
             for resource, future in self._admin.describe_configs(
-                resources, request_timeout=_TIMEOUT
+                resources, request_timeout=self.timeout
             ).items():
                 try:
-                    entries = future.result(_TIMEOUT)
+                    entries = self._answer(future, f"describe topic {resource.name!r}")
                 except KafkaException as exc:
                     # A topic created a moment ago may not have reached the
                     # metadata of the broker that answers yet: ask again.
@@ -146,9 +178,11 @@ class TopicAdmin:
         names = list(topics)
         if not names:
             return
-        for topic, future in self._admin.delete_topics(names, operation_timeout=_TIMEOUT).items():
+        for topic, future in self._admin.delete_topics(
+            names, operation_timeout=self.timeout
+        ).items():
             try:
-                future.result(_TIMEOUT)
+                self._answer(future, f"delete topic {topic!r}")
             except KafkaException as exc:
                 if kafka_error(exc).code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
                     raise BusError(f"cannot delete topic {topic!r}: {exc}") from exc

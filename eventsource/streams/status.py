@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient
 from eventsource.bus.base import StartAt, TopicPartition
 from eventsource.bus.config import KafkaConfig
 from eventsource.bus.kafka import BEGINNING, KafkaLogConsumer
+from eventsource.errors import BrokerUnavailable
 from eventsource.streams.kafka import group_id
 from eventsource.streams.topology import Transform
 
@@ -111,6 +112,10 @@ def _group(kafka: KafkaConfig, group: str) -> tuple[str, list[str]]:
     try:
         described = admin.describe_consumer_groups([group], request_timeout=_TIMEOUT)[group]
         description: Any = described.result(_TIMEOUT)  # a ConsumerGroupDescription
+    except TimeoutError as exc:
+        raise BrokerUnavailable(
+            f"cannot reach Kafka at {kafka.bootstrap_servers}: no answer within {_TIMEOUT:.0f} s"
+        ) from exc
     except KafkaException:
         return "unknown", []
     state = getattr(description.state, "name", str(description.state))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
@@ -9,7 +11,7 @@ from eventsource import EventStore, Repository
 from eventsource.bus.admin import TopicAdmin
 from eventsource.bus.config import KafkaConfig
 from eventsource.bus.relay import Relay
-from eventsource.errors import TopicConfigError
+from eventsource.errors import BrokerUnavailable, TopicConfigError
 from tests.bus.model import BusOrder
 
 pytestmark = pytest.mark.kafka
@@ -98,3 +100,14 @@ def test_delete_removes_topics_and_ignores_missing_ones(
     admin.ensure([topic])
     admin.delete([topic, f"{kafka_context}.never-created"])
     assert topic not in admin.list_topics(f"{kafka_context}.")
+
+
+def test_a_broker_that_is_not_there_is_an_outage_to_wait_out_not_a_crash() -> None:
+    # The relay and transforms retry BrokerUnavailable; any other error would
+    # end the process while Kafka is merely away.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    admin = TopicAdmin(KafkaConfig(f"127.0.0.1:{port}"), timeout=2.0)
+    with pytest.raises(BrokerUnavailable, match=f"127.0.0.1:{port}"):
+        admin.ensure(["nowhere.topic"])

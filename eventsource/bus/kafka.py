@@ -25,7 +25,7 @@ from eventsource.bus.base import (
     StartAt,
     TopicPartition,
 )
-from eventsource.bus.config import ClientErrors, KafkaConfig
+from eventsource.bus.config import ClientErrors, KafkaConfig, kafka_error
 from eventsource.bus.foreign import ForeignTopic, foreign_topics
 from eventsource.errors import BrokerUnavailable, BusError, DecodeError
 from eventsource.retry import Outage
@@ -56,6 +56,8 @@ class KafkaLogConsumer:
         self._next: dict[TopicPartition, int] = {}
         self._at_end: dict[TopicPartition, int] = {}
         self._unsettled_since: float | None = None
+        self._subscribed: list[str] = []  # logical names
+        self._missing: set[str] = set()  # subscribed topics the broker does not have
         self._assigned: set[TopicPartition] = set()
         self._partitions: dict[tuple[str, int], TopicPartition] = {}
         # Topics eventsource did not write, by name: read with their own format.
@@ -74,6 +76,7 @@ class KafkaLogConsumer:
 
         logical, physical = self.config.logical, self.config.physical
         topics = list(topics)
+        self._subscribed = [str(t) for t in topics]
         self._foreign.update(foreign_topics(topics))
 
         def assigned(consumer: Consumer, partitions: list[KafkaTopicPartition]) -> None:
@@ -133,6 +136,11 @@ class KafkaLogConsumer:
         try:
             metadata = self._consumer.list_topics(name, timeout=_WATERMARK_TIMEOUT)
         except KafkaException as exc:
+            error = kafka_error(exc)
+            if error.code() in (KafkaError._TRANSPORT, KafkaError._TIMED_OUT):
+                raise BrokerUnavailable(
+                    f"cannot reach Kafka at {self.config.bootstrap_servers}: {error.str()}"
+                ) from exc
             raise BusError(f"cannot read the metadata of topic {name!r}: {exc}") from exc
         found = metadata.topics.get(name)
         if found is None or found.error is not None:
@@ -143,6 +151,7 @@ class KafkaLogConsumer:
         # One object per partition: dict lookups in `poll` then match by identity.
         tp = self._partitions.setdefault((self.config.physical(tp.topic), tp.partition), tp)
         self._assigned.add(tp)
+        self._missing.discard(tp.topic)
         self._filter.reset(tp, start.last_position)
         self._at_end.pop(tp, None)
         if start.offset >= 0:
@@ -242,10 +251,26 @@ class KafkaLogConsumer:
             return
         if error.fatal():
             raise BusError(f"fatal Kafka consumer error: {error}")
-        # Broker outages, missing topics (the relay creates them): librdkafka
-        # retries by itself; say so once and keep polling.
+        if error.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+            self._topic_missing(message.topic())
+            return
+        # Broker outages: librdkafka retries by itself; say so once and keep polling.
         self._errors.outage.begin(BrokerUnavailable(error.str()))
         time.sleep(0.2)
+
+    def _topic_missing(self, physical: str | None) -> None:
+        # Not an outage: the broker answered. The relay creates a store's topics
+        # when it first publishes; until then there is nothing to read there.
+        if not physical:
+            return
+        topic = self.config.logical(physical)
+        if topic not in self._missing:
+            log.warning(
+                "topic %s does not exist: nothing written to it yet, or a misspelled name;"
+                " reading it once it does",
+                physical,
+            )
+        self._missing.add(topic)
 
     def lag(self) -> dict[TopicPartition, PartitionLag]:
         """Position and end of every assigned partition (one round trip)."""
@@ -265,7 +290,8 @@ class KafkaLogConsumer:
             position = self._at_end.get(tp, self._next.get(tp, 0))
             end = max(high, position)
             out[tp] = PartitionLag(position, end, end - position)
-        self._errors.recovered()
+        if out:  # with nothing assigned, no broker was asked: no news of an outage
+            self._errors.recovered()
         return out
 
     def ends(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, StartAt]:
@@ -295,7 +321,14 @@ class KafkaLogConsumer:
 
     def caught_up(self) -> bool:
         """Whether every assigned partition has been read to its end."""
-        if not self._assigned or not all(tp in self._at_end for tp in self._assigned):
+        # A subscribed topic that does not exist has nothing to read; one
+        # that exists counts once its partitions are assigned.
+        covered = {tp.topic for tp in self._assigned} | self._missing
+        if (
+            not covered
+            or not covered.issuperset(self._subscribed)
+            or not all(tp in self._at_end for tp in self._assigned)
+        ):
             self._unsettled_since = None
             return False
         # With read_committed a partition ends at its last stable offset. A

@@ -20,6 +20,8 @@ from eventsource.cli.common import (
     stop_on_signals,
 )
 from eventsource.console import ProgressReport
+from eventsource.errors import ConfigurationError
+from eventsource.projections.base import Consumer
 from eventsource.projections.runner import load_class
 from eventsource.projections.status import ConsumerStatus
 
@@ -263,10 +265,13 @@ def projection_rebuild(
 @click.argument("name")
 @context_options
 def projection_replay(name: str, context: str | None, url: str | None, stores: str | None) -> None:
-    """Apply dead-lettered events again (stopped and parked), once their handler is fixed."""
+    """Apply dead-lettered events again (stopped and parked), once their handler is fixed.
+
+    NAME is a projection, a reactor, or a transform on the embedded log.
+    """
     from eventsource.projections.runner import Runtime
 
-    cls = load_class(name)
+    cls = dead_letters_of(name, url, context, stores)
     settings = settings_from(url, context, stores)
     existing_engine(settings).dispose()
     with Runtime(settings) as runtime:
@@ -290,12 +295,15 @@ def projection_deadletters(
     limit: int,
     as_json: bool,
 ) -> None:
-    """List a projection's dead letters, newest first."""
+    """List a projection's dead letters, newest first.
+
+    NAME is a projection, a reactor, or a transform on the embedded log.
+    """
     from eventsource.console import print_json, print_table
     from eventsource.projections import deadletters
     from eventsource.store.engine import read_transaction
 
-    cls = load_class(name)
+    cls = dead_letters_of(name, url, context, stores)
     engine = existing_engine(settings_from(url, context, stores), needs="dead_letters")
     try:
         with read_transaction(engine) as conn:
@@ -342,12 +350,15 @@ def projection_skip(
     url: str | None,
     stores: str | None,
 ) -> None:
-    """Never apply a dead-lettered event: record why, and let its stream go on."""
+    """Never apply a dead-lettered event: record why, and let its stream go on.
+
+    NAME is a projection, a reactor, or a transform on the embedded log.
+    """
     import getpass
 
     from eventsource.projections.runner import Runtime
 
-    cls = load_class(name)
+    cls = dead_letters_of(name, url, context, stores)
     settings = settings_from(url, context, stores)
     existing_engine(settings, needs="dead_letters").dispose()
     with Runtime(settings) as runtime:
@@ -397,6 +408,22 @@ def projection_wait(
     click.echo(f"{cls.name} has applied position {position}")
 
 
+def dead_letters_of(
+    name: str, url: str | None, context: str | None, stores: str | None
+) -> type[Consumer]:
+    """The consumer whose dead letters the command reads: a projection, a
+    reactor, or a transform on the embedded log (it runs as a reactor there)."""
+    cls = load_class(name, transforms=True)
+    transform = getattr(cls, "transform", None)
+    if transform is not None and settings_from(url, context, stores).kafka_bootstrap_servers:
+        raise ConfigurationError(
+            f"on Kafka, transform {transform.name!r} parks records on topic"
+            f" {transform.dead_letters!r}, not in a database: read them there"
+            " (its messages carry the error in headers)"
+        )
+    return cls
+
+
 def workers_health(workers: list[Any], window: float) -> Any:
     """Live while every worker's loop goes round; ready while none waits for a
     database or broker."""
@@ -408,13 +435,13 @@ def workers_health(workers: list[Any], window: float) -> Any:
     detail: dict[str, Any] = {}
     live = ready = True
     for worker in workers:
-        log_outage = getattr(worker.log, "outage", None)
-        waiting = worker.outage.active or bool(log_outage is not None and log_outage.active)
+        outage = worker.waiting_on()
+        waiting = outage is not None
         # Waiting out an outage is alive: the loop wakes up to retry.
         looping = worker.running and (now - worker.last_loop < window or waiting)
         live = live and looping
         ready = ready and looping and not waiting
         detail[worker.name] = (
-            "not running" if not looping else worker.outage.describe() or "running"
+            "not running" if not looping else (outage.describe() if outage else None) or "running"
         )
     return Health(live=live, ready=ready, detail={"workers": detail})

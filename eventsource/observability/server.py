@@ -19,6 +19,8 @@ import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from eventsource.errors import ConfigurationError
+
 StartResponse = Callable[[str, list[tuple[str, str]]], Any]
 
 
@@ -47,7 +49,14 @@ class ObservabilityServer:
     ) -> None:
         self.registry = registry
         self.health = health
-        self._server: WSGIServer = make_server(host, port, self._app, handler_class=_Quiet)
+        try:
+            self._server: WSGIServer = make_server(host, port, self._app, handler_class=_Quiet)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise ConfigurationError(
+                f"cannot serve metrics on {host}:{port}: {reason}; choose another"
+                " --metrics-port (0 picks a free one) or --metrics-host"
+            ) from exc
         self.port = self._server.server_port
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="observability", daemon=True

@@ -36,8 +36,12 @@ from eventsource.store.eventstore import EventStore
 log = logging.getLogger(__name__)
 
 
-def load_class(path: str) -> type[Consumer]:
-    """The projection or reactor class named `package.module:Class`."""
+def load_class(path: str, *, transforms: bool = False) -> type[Consumer]:
+    """The projection or reactor class named `package.module:Class`.
+
+    With `transforms`, a transform's name gives the reactor that runs it on
+    the embedded log (whose dead letters it keeps).
+    """
     module_name, colon, attribute = path.partition(":")
     if not colon or not module_name or not attribute:
         raise ConfigurationError(f"{path!r} is not an import path of the form package.module:Class")
@@ -54,6 +58,17 @@ def load_class(path: str) -> type[Consumer]:
         found = getattr(found, part, None)  # type: ignore[assignment]
         if found is None:
             raise ConfigurationError(f"{module_name!r} has no {attribute!r}")
+    from eventsource.streams.topology import Transform
+
+    if isinstance(found, Transform):
+        if transforms:
+            from eventsource.streams.embedded import reactor_for
+
+            return reactor_for(found, found.context)
+        raise ConfigurationError(
+            f"{path!r} is a transform: run it with `eventsource transform run`, see it with"
+            " `eventsource transform status`"
+        )
     if not (isinstance(found, type) and issubclass(found, Consumer)):
         raise ConfigurationError(f"{path!r} is not a Projection or Reactor subclass")
     return found

@@ -373,9 +373,7 @@ class Worker:
                 self._refresh_gauges(self.metrics)
             except Exception as exc:  # gauges wait for the next beat; work goes on
                 log.debug("%s %s: gauges not refreshed: %s", self.kind, self.name, exc)
-        outage = self.outage if self.outage.active else getattr(self.log, "outage", None)
-        if outage is not None and not outage.active:
-            outage = None
+        outage = self.waiting_on()
         with self.context.transaction() as conn:
             members.beat(
                 conn,
@@ -387,6 +385,14 @@ class Worker:
                 retry_reason=outage.reason if outage else None,
             )
 
+    def waiting_on(self) -> Outage | None:
+        """The outage this worker waits out (its database's, or its log's
+        broker's), or None while all is well."""
+        if self.outage.active:
+            return self.outage
+        log_outage: Outage | None = getattr(self.log, "outage", None)
+        return log_outage if log_outage is not None and log_outage.active else None
+
     def _refresh_gauges(self, metrics: WorkerMetrics) -> None:
         """Lag, dead letters and deadlines, read at most once a heartbeat."""
         key = self.key
@@ -395,7 +401,7 @@ class Worker:
         occurred = self.batches.last_occurred_at
         age = (datetime.now(UTC) - occurred).total_seconds() if occurred and behind else 0.0
         metrics.lag_seconds.labels(key).set(max(0.0, age))
-        metrics.retrying.labels(key).set(1 if self.outage.active else 0)
+        metrics.retrying.labels(key).set(1 if self.waiting_on() is not None else 0)
         with read_transaction(self.engine) as conn:
             letters = deadletters.counts(conn, key)
             pending = len(deadlines.pending(conn, key)) if self.store is not None else 0

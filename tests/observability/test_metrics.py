@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -15,10 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from eventsource import Worker
 from eventsource.observability.metrics import WorkerMetrics
 from tests.bus.children import cli_env
-from tests.conftest import unique
+from tests.conftest import ROOT, unique
 from tests.projections.apps import balances
 from tests.projections.conftest import Harness
-from tests.projections.streams import WorkerProcess, populate
+from tests.projections.streams import WorkerProcess, clean_env, populate
 
 APP = "tests.projections.apps:EnvBalances"
 
@@ -145,3 +148,75 @@ def test_an_application_registers_the_metrics_on_its_own_registry(harness: Harne
         worker.close()
     value = registry.get_sample_value("eventsource_events_applied_total", {"projection": cls.name})
     assert value == count
+
+
+def test_a_worker_that_cannot_reach_kafka_says_it_is_retrying(tmp_path: Path) -> None:
+    # Started while the broker is away (nothing listens on its port): live,
+    # not ready, and the metrics and /readyz say why, until it comes back.
+    port = free_port()
+    env = clean_env(
+        EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
+        EVENTSOURCE_HEARTBEAT_SECONDS="0.5",
+    )
+    worker = WorkerProcess(
+        [
+            "projection",
+            "run",
+            "sample_app.payments.views:DeclinedCards",
+            "--url",
+            f"sqlite:///{tmp_path / 'payments.db'}",
+            "--context",
+            "payments",
+            "--metrics-port",
+            str(port),
+        ],
+        env,
+        tmp_path / "worker.log",
+    )
+    name = "payments.declined_cards"
+    try:
+        eventually(
+            lambda: sample(port, "eventsource_retrying", projection=name) == 1, "retrying is 1"
+        )
+        status, body = get(port, "/readyz")
+        assert status == 503, body
+        assert f'"{name}":"retrying since ' in body
+        assert get(port, "/healthz")[0] == 200
+        time.sleep(2)  # heartbeats pass: still not back
+        assert sample(port, "eventsource_retrying", projection=name) == 1
+        assert "back after" not in (tmp_path / "worker.log").read_text()
+    finally:
+        worker.kill()
+
+
+def test_a_metrics_port_in_use_is_a_one_line_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        ran = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "eventsource",
+                "projection",
+                "run",
+                "sample_app.orders.views:OrderSummary",
+                "--url",
+                f"sqlite:///{tmp_path}/o.db",
+                "--metrics-port",
+                str(port),
+            ],
+            env=clean_env(),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert ran.returncode == 1
+    assert ran.stderr.strip().splitlines()[-1] == (
+        f"error: cannot serve metrics on 127.0.0.1:{port}: Address already in use; choose"
+        " another --metrics-port (0 picks a free one) or --metrics-host"
+    )
+    assert "Traceback" not in ran.stderr

@@ -213,3 +213,22 @@ def expected_totals(
         else:
             row["large"] += 1
     return out
+
+
+def refuse_large(event: StDeposited) -> StMovement:
+    if event.amount >= LARGE:
+        raise ValueError(f"deposit of {event.amount} refused")
+    return StMovement(amount=event.amount, seq=event.version)
+
+
+# Parks the deposits it cannot turn into movements (on the embedded log, as
+# a reactor's dead letters; on Kafka, on its dead-letter topic).
+parking = (
+    stream(os.environ.get("STTEST_INPUT", "stsrc.account"), StDeposited)
+    .map(refuse_large)
+    .to(
+        os.environ.get("STTEST_OUTPUT", "stsrc.movement"),
+        name=os.environ.get("STTEST_NAME"),
+        on_failure="park",
+    )
+)

@@ -20,6 +20,7 @@ from tests.bus.model import read_all
 from tests.conftest import ROOT, unique
 from tests.projections.streams import clean_env
 from tests.streams.apps import (
+    LARGE,
     StDeposited,
     Totals,
     expected_outputs,
@@ -157,3 +158,77 @@ def test_the_command_runs_a_transform_on_the_embedded_log(
     assert status["name"] == name
     assert status["status"] == "stopped"
     assert status["lag_events"] == 0
+
+
+def test_an_embedded_transforms_parked_records_are_listed_skipped_and_replayed(
+    source_factory: Callable[..., Source],
+) -> None:
+    source = source_factory()
+    record_movements(source.store, accounts=10, events=200, seed=9)
+    refused = [
+        r
+        for r in source.records()
+        if r.event_type == "st.deposited" and orjson.loads(r.payload)["amount"] >= LARGE
+    ]
+    assert refused
+    env = clean_env(
+        STTEST_INPUT=source.topic,
+        STTEST_OUTPUT=source.output,
+        STTEST_NAME=unique("st.parking"),
+        EVENTSOURCE_DATABASE_URL=source.url,
+        EVENTSOURCE_CONTEXT=source.context,
+    )
+    path = "tests.streams.apps:parking"
+
+    def cli(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "eventsource", *args],
+            env={**env, **extra},
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    ran = cli("transform", "run", path, "--until-caught-up")
+    assert ran.returncode == 0, ran.stderr
+
+    def parked() -> dict[int, dict[str, object]]:
+        listed = cli("projection", "deadletters", path, "--json", "--limit", "1000")
+        assert listed.returncode == 0, listed.stderr
+        return {
+            d["position"]: d
+            for d in json.loads(listed.stdout)
+            if d["status"] in ("parked", "blocked")
+        }
+
+    # Each refused deposit waits, and so does what came after it in its
+    # stream (a stream's events are applied in order): the first parked,
+    # the rest blocked behind it.
+    letters = parked()
+    refused_streams = {r.stream_id for r in refused}
+    assert {r.position for r in refused} <= set(letters)
+    assert {d["stream_id"] for d in letters.values()} == refused_streams
+    heads = {d["stream_id"] for d in letters.values() if d["status"] == "parked"}
+    assert heads == refused_streams
+
+    first = refused[0]
+    letter_id = str(letters[first.position]["id"])
+    skipped = cli("projection", "skip", path, "--id", letter_id, "--reason", "test")
+    assert skipped.returncode == 0, skipped.stderr
+    # The handler still refuses the others: replay leaves them parked, and says so.
+    replayed = cli("projection", "replay", path)
+    assert replayed.returncode == 1
+    assert "still parked" in replayed.stdout
+    after = parked()
+    assert first.position not in after
+    assert {r.position for r in refused[1:]} <= set(after)
+
+    wrong = cli("projection", "run", path)
+    assert wrong.returncode == 1
+    assert "is a transform: run it with `eventsource transform run`" in wrong.stderr
+    on_kafka = cli("projection", "deadletters", path, EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS="x:1")
+    assert on_kafka.returncode == 1
+    assert "parks records on topic" in on_kafka.stderr
+    assert "Traceback" not in wrong.stderr + on_kafka.stderr

@@ -263,3 +263,26 @@ def test_foreign_garbage_in_an_input_topic_is_a_poison_record(source: Source) ->
         runner.run(until_caught_up=True)
     assert raised.value.event_type is None
     assert "not an eventsource event" in str(raised.value)
+
+
+COMMAND = [sys.executable, "-m", "eventsource"]
+
+
+def test_until_caught_up_ends_at_once_on_an_input_topic_that_does_not_exist(
+    source: Source,
+) -> None:
+    # Nothing was ever written there (or the name is misspelled): there is
+    # nothing to catch up with, and the process says which topic it missed.
+    env = source.env(unique("st.missing"), STTEST_INPUT=f"{source.context}.nothing")
+    ran = subprocess.run(
+        [*COMMAND, "transform", "run", "tests.streams.apps:movements", "--until-caught-up"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert f"topic {source.context}.nothing does not exist" in ran.stderr
+    assert "0 messages read, 0 records written" in ran.stdout

@@ -54,7 +54,22 @@ def _call(url: str, method: str, body: Any = None) -> Any:
             f"cannot reach Kafka Connect at {url} ({exc}); start it with"
             " `scripts/services.sh connect-up` or leave out --connect"
         ) from None
-    return json.loads(text) if text else None
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        raise SystemExit(f"{url} did not answer as a Kafka Connect worker does") from None
+
+
+def check_worker(connect_url: str) -> None:
+    """Exit with a one-line reason unless a Connect worker answers at `connect_url`."""
+    if not connect_url.startswith(("http://", "https://")):
+        raise SystemExit(
+            "--connect wants a worker's REST URL such as http://127.0.0.1:8083,"
+            f" not {connect_url!r}"
+        )
+    answer = _call(connect_url.rstrip("/") + "/", "GET")
+    if not isinstance(answer, dict) or "version" not in answer:
+        raise SystemExit(f"{connect_url} answers, but not as a Kafka Connect worker")
 
 
 def _lines(file: Path) -> list[str]:

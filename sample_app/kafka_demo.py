@@ -30,7 +30,7 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, make_url, select
 
 from eventsource import EventStore
-from sample_app.connect_sink import TOPIC, per_card, sink_alerts
+from sample_app.connect_sink import TOPIC, check_worker, per_card, sink_alerts
 from sample_app.contexts import CONSUMERS, CONTEXTS, TRANSFORMS
 from sample_app.demo import check, print_read_models, report, rows
 from sample_app.orders.views import OrderSummary
@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(
             "kafka-demo needs --postgres URL and --kafka SERVERS (or the EVENTSOURCE_ variables)"
         )
+    if args.connect:
+        check_worker(args.connect)  # before the story, not after it
     run = uuid.uuid4().hex[:8]
     prefix = f"shop-{run}."
     os.environ.setdefault("SAMPLE_UNPAID_TIMEOUT", "3")

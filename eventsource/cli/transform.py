@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from contextlib import ExitStack
 from typing import Any
@@ -23,6 +24,7 @@ from eventsource.console import ProgressReport
 from eventsource.settings import Settings
 
 BATCH = click.IntRange(min=1)
+log = logging.getLogger("eventsource.cli")
 
 
 @click.group()
@@ -58,10 +60,13 @@ def transform_run(
 
     found = load_transform(name)
     settings = settings_from(url, context, stores)
-    announce(settings)
     if settings.embedded:
+        announce(settings)
         _run_embedded(found, settings, batch_size, until_caught_up, metrics_port, metrics_host)
     else:
+        log.info(
+            "transform %s, Kafka %s (no database)", found.name, settings.kafka_bootstrap_servers
+        )
         _run_kafka(found, settings, batch_size, until_caught_up, metrics_port, metrics_host)
 
 

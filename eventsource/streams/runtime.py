@@ -14,6 +14,7 @@ import sys
 from eventsource.bus.config import KafkaConfig
 from eventsource.errors import ConfigurationError
 from eventsource.identity import Identity
+from eventsource.projections.base import Consumer, Reactor
 from eventsource.projections.runner import Runtime
 from eventsource.projections.worker import Worker
 from eventsource.settings import Settings
@@ -40,6 +41,12 @@ def load_transform(path: str) -> Transform:
         found = getattr(found, part, None)
         if found is None:
             raise ConfigurationError(f"{module_name!r} has no {attribute!r}")
+    if isinstance(found, type) and issubclass(found, Consumer):
+        raise ConfigurationError(
+            f"{path!r} is a {'reactor' if issubclass(found, Reactor) else 'projection'}, not a"
+            " transform: `eventsource projection run` and"
+            " `projection status` take it"
+        )
     if not isinstance(found, Transform):
         raise ConfigurationError(
             f"{path!r} is a {type(found).__name__}, not a transform (made by stream(...).to(...))"

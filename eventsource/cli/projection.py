@@ -140,7 +140,7 @@ def projection_status(
 def _show_status(r: ConsumerStatus) -> None:
     from eventsource.console import print_table
 
-    version = f"v{r.version}" if r.version is not None else "-"
+    version = f" v{r.version}" if r.version is not None else ""
     stale = "" if r.version in (None, r.code_version) else f" (code: v{r.code_version}: rebuild)"
     state = r.status
     if r.status == "running":
@@ -152,7 +152,7 @@ def _show_status(r: ConsumerStatus) -> None:
     for kind in ("stopped", "skipped"):
         if r.dead_letters.get(kind):
             notes += f", {r.dead_letters[kind]} {kind} dead letter(s)"
-    click.echo(f"{r.kind} {r.name} {version}{stale}: {state}, {lag}{notes}")
+    click.echo(f"{r.kind} {r.name}{version}{stale}: {state}, {lag}{notes}")
     if r.retrying:
         click.echo(f"  {r.retrying}")
     for topic in r.missing_topics:

@@ -162,13 +162,14 @@ def transform_status(
     settings = settings_from(url, context, stores)
     if settings.embedded:
         results = _embedded_status(found, settings)
+        for result in results:
+            result.kind = "transform"
         if as_json:
             print_json([r.as_dict() for r in results])
             return
         from eventsource.cli.projection import _show_status
 
         for result in results:
-            result.kind = "transform"
             _show_status(result)
         return
     from eventsource.bus.config import KafkaConfig
@@ -211,7 +212,8 @@ def _show_kafka_status(s: Any) -> None:
 
     members = f"{len(s.members)} member(s): {', '.join(s.members)}" if s.members else "no members"
     click.echo(
-        f"transform {s.name} -> {s.output}: group {s.group} {s.state}, {members}, lag {s.lag:,}"
+        f"transform {s.name} -> {s.output}: {s.status} (group {s.group}, {s.state}), {members},"
+        f" lag {s.lag:,}"
     )
     for topic in s.missing_topics:
         click.echo(f"  topic {topic} is missing: nothing written to it yet, or a misspelled name")

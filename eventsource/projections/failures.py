@@ -156,6 +156,8 @@ class FailurePolicy:
             event_type=record.event_type if record else None,
             event_id=record.event_id if record else None,
             error=error,
+            # A transform on the embedded log runs as a reactor: name it as the user does.
+            kind="transform" if hasattr(context.consumer, "transform") else context.kind,
         )
         text = f"{type(error).__name__}: {error}"
         held = self.batches.held

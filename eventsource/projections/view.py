@@ -104,7 +104,7 @@ class View:
         self._ran_sql = False
         for table in tables:
             target = physical.get(table.name, table) if physical else table
-            key_names = tuple(c.name for c in target.primary_key.columns)
+            key_names = tuple(_plain(c.name) for c in target.primary_key.columns)
             self._states[id(table)] = _TableState(
                 logical=table,
                 physical=target,
@@ -371,7 +371,7 @@ class View:
             take_named_lock(conn, f"eventsource.view:{state.physical.name}:{k!r}")
             query = query.with_for_update()
         found = conn.execute(query).mappings().first()
-        row = dict(found) if found is not None else None
+        row = {_plain(k): v for k, v in found.items()} if found is not None else None
         self._remember(state, k, row)
         return row
 
@@ -427,5 +427,19 @@ def _scalar_defaults(table: Table) -> Row:
         arg = getattr(default, "arg", None) if default is not None else None
         if column.server_default is not None or callable(arg):
             continue  # filled in when the row is inserted
-        defaults[column.name] = arg if default is not None else None
+        defaults[_plain(column.name)] = arg if default is not None else None
     return defaults
+
+
+def _plain(name: str) -> str:
+    """A column's name as a plain `str`.
+
+    SQLAlchemy's names are `quoted_name`s, a `str` subclass whose instances
+    the garbage collector tracks, and so is any dict holding one: the view's
+    rows are built from `defaults`, `key_names` and the rows read back, and
+    with plain names they hold only numbers and text, which the collector
+    never walks (and a thousand new rows a batch no longer bring on a
+    collection of the oldest generation, which walks every object the
+    process holds).
+    """
+    return str.__str__(name)

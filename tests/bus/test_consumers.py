@@ -6,6 +6,7 @@ onto the topic."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -199,6 +200,38 @@ def test_a_duplicated_message_is_dropped_and_what_follows_is_kept(
             if m.record is not None and m.record.aggregate_id == order.id
         ]
         assert stream == list(range(1, order.version + 1))
+    finally:
+        log.close()
+
+
+@pytest.mark.kafka
+def test_a_poll_of_hundreds_returns_each_message_once_in_partition_order(
+    kafka_store: EventStore, kafka_config: KafkaConfig
+) -> None:
+    # The consumer converts a poll's messages taking them off the end of the
+    # reversed list: a poll of hundreds still returns them in order.
+    log = kafka_log(kafka_config, kafka_store)
+    try:
+        records = populate(kafka_store, orders=120, items=3, customers=6)
+        log.publish()
+        consumer = log.consumer()
+        consumer.assign(log.from_start())
+        got = consumer.poll(1, 10.0)
+        time.sleep(1.0)  # librdkafka fetches the rest meanwhile
+        largest = 0
+        deadline = time.monotonic() + 30
+        while len(got) < len(records):
+            batch = consumer.poll(1000, 1.0)
+            assert len(batch) <= 1000
+            largest = max(largest, len(batch))
+            got += batch
+            assert time.monotonic() < deadline
+        assert largest > 100  # polls of hundreds were made
+        assert sorted(positions(got)) == [r.position for r in records]
+        offsets: dict[tuple[str, int], list[int]] = {}
+        for m in got:
+            offsets.setdefault((m.topic, m.partition), []).append(m.offset)
+        assert all(o == sorted(set(o)) for o in offsets.values())
     finally:
         log.close()
 

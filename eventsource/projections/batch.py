@@ -31,6 +31,7 @@ from sqlalchemy.exc import (
 from eventsource.bus.base import LogMessage, TopicPartition
 from eventsource.errors import DecodeError, StoreUnavailable
 from eventsource.events.base import Event
+from eventsource.events.records import StoredEvent
 from eventsource.observability import tracing
 from eventsource.projections import deadletters, positions
 from eventsource.projections.context import WorkerContext
@@ -120,8 +121,6 @@ class Batches:
             context.view.begin(conn)
             reaction = context.reaction(conn)
             blocked = self._blocked(conn)
-            if decoded is None:
-                decoded = self.decode(messages)
             parked = self._fold(messages, reaction, blocked, decoded)
             for message in parked:
                 deadletters.park(
@@ -182,34 +181,37 @@ class Batches:
     def decode(self, messages: Sequence[LogMessage]) -> list[Event | DecodeError | None]:
         """Each message's event, or why it has none (None: not wanted, or no
         record), decoded before the batch's turn to fold comes."""
-        wanted_types = self._wanted_types
-        decode = self.context.codec.decode
-        out: list[Event | DecodeError | None] = []
-        for message in messages:
-            record = message.record
-            if record is None:
-                out.append(None)  # `_fold` raises the message's own error
-                continue
-            wanted = wanted_types.get(record.event_type)
-            if not (self._wanted(record.event_type) if wanted is None else wanted):
-                out.append(None)
-                continue
-            try:
-                out.append(decode(record))
-            except DecodeError as exc:
-                out.append(exc)
-        return out
+        decode = self._decode
+        return [None if m.record is None else decode(m.record) for m in messages]
+
+    def _decode(self, record: StoredEvent) -> Event | DecodeError | None:
+        """The record's event, None if no handler wants its type, or why it failed."""
+        wanted = self._wanted_types.get(record.event_type)
+        if not (self._wanted(record.event_type) if wanted is None else wanted):
+            return None
+        try:
+            return self.context.codec.decode(record)
+        except DecodeError as exc:
+            return exc
 
     def _fold(
         self,
         messages: Sequence[LogMessage],
         reaction: Reaction | None,
         blocked: set[str],
-        decoded: Decoded,
+        decoded: Decoded | None,
     ) -> list[LogMessage]:
-        """Apply each message's handler; return the messages parked behind others."""
+        """Apply each message's handler; return the messages parked behind others.
+
+        Without `decoded` (events decoded ahead), each event is decoded just
+        before its handler runs and dropped after it: a batch's events then
+        never live all at once, and the garbage collector's young generations
+        free them instead of promoting a thousand of them to the oldest one,
+        whose collections walk every object the process holds.
+        """
         # The loop runs for every event of a rebuild: look things up once.
         context = self.context
+        decode = self._decode
         handlers = _Handlers(type(context.consumer).handler_for)
         consumer, view, handle = context.consumer, context.view, context.handle
         traced = tracing.active()
@@ -221,7 +223,7 @@ class Batches:
             if blocked and record.stream_id in blocked:
                 parked.append(message)
                 continue
-            event = decoded[index]
+            event = decode(record) if decoded is None else decoded[index]
             if event is None:
                 continue
             if isinstance(event, DecodeError):

@@ -62,6 +62,8 @@ class KafkaLogConsumer:
         self._partitions: dict[tuple[str, int], TopicPartition] = {}
         # Topics eventsource did not write, by name: read with their own format.
         self._foreign: dict[str, ForeignTopic] = {}
+        # Asks for partition ends on a connection of its own (made on first use).
+        self._probe: Consumer | None = None
         self._closed = False
 
     @property
@@ -286,14 +288,7 @@ class KafkaLogConsumer:
         """Position and end of every assigned partition (one round trip)."""
         out: dict[TopicPartition, PartitionLag] = {}
         for tp in self.assignment():
-            try:
-                _low, high = self._consumer.get_watermark_offsets(
-                    KafkaTopicPartition(self.config.physical(tp.topic), tp.partition),
-                    timeout=_WATERMARK_TIMEOUT,
-                    cached=False,
-                )
-            except KafkaException as exc:
-                raise BusError(f"cannot read the end of {tp}: {exc}") from exc
+            high = self._high_watermark(tp)
             # At the end of a partition the position is the end offset Kafka
             # reported, past any trailing transaction marker; `high` moves on
             # as soon as more is written, whether or not we have polled since.
@@ -355,18 +350,25 @@ class KafkaLogConsumer:
         return now - self._unsettled_since >= _SETTLE_SECONDS
 
     def _highs(self) -> dict[TopicPartition, int]:
-        out: dict[TopicPartition, int] = {}
-        for tp in self._assigned:
-            try:
-                _low, high = self._consumer.get_watermark_offsets(
-                    KafkaTopicPartition(self.config.physical(tp.topic), tp.partition),
-                    timeout=_WATERMARK_TIMEOUT,
-                    cached=False,
-                )
-            except KafkaException as exc:
-                raise BusError(f"cannot read the end of {tp}: {exc}") from exc
-            out[tp] = high
-        return out
+        return {tp: self._high_watermark(tp) for tp in self._assigned}
+
+    def _high_watermark(self, tp: TopicPartition) -> int:
+        """The partition's high watermark, asked of the broker now."""
+        # Not on the reading consumer's connection: a broker answers one
+        # connection's requests in order, so there the question would wait
+        # behind the fetch in flight (up to `fetch.wait.max.ms` at the end of
+        # the log), stalling a heartbeat 100 ms for every partition.
+        if self._probe is None:
+            self._probe = Consumer(self.config.consumer(f"{self.group_id}.probe"))
+        try:
+            _low, high = self._probe.get_watermark_offsets(
+                KafkaTopicPartition(self.config.physical(tp.topic), tp.partition),
+                timeout=_WATERMARK_TIMEOUT,
+                cached=False,
+            )
+        except KafkaException as exc:
+            raise BusError(f"cannot read the end of {tp}: {exc}") from exc
+        return int(high)
 
     # -- the group's own offsets (transforms commit theirs in Kafka transactions) --
 
@@ -405,6 +407,8 @@ class KafkaLogConsumer:
         """Leave the group and close the connection (idempotent)."""
         if not self._closed:
             self._closed = True
+            if self._probe is not None:
+                self._probe.close()
             self._consumer.close()
 
     def __enter__(self) -> KafkaLogConsumer:

@@ -10,7 +10,8 @@ tune both when asked (`EVENTSOURCE_TUNE_INTERPRETER=true`):
   acyclic records, and a collection during the batch walks all of them;
   what start-up loaded is frozen out of every collection;
 * the GIL switch interval drops to 1 ms, so that a worker committing on its
-  pipeline thread gets the GIL back promptly after each statement.
+  pipeline thread gets the GIL back promptly after each statement (a
+  projection into PostgreSQL commits behind only under such an interval).
 
 `benchmarks/README.md` gives the measured effect.
 """

@@ -12,6 +12,7 @@ worker runs between two batches.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -41,6 +42,7 @@ from eventsource.retry import Outage, RetryPolicy, Stopped, is_transient
 from eventsource.store.engine import read_transaction
 from eventsource.store.eventstore import EventStore
 from eventsource.store.migrate import upgrade_schema
+from eventsource.tuning import SWITCH_INTERVAL
 
 log = logging.getLogger(__name__)
 
@@ -302,9 +304,16 @@ class Worker:
         made the SQLite rebuild 22% slower (Python's sqlite3 gives up the GIL
         at every row it steps), and still twice as slow with every read and
         write one statement. A reactor's batch holds the store's commit-order
-        lock and is usually small: it stays on one thread.
+        lock and is usually small: it stays on one thread. And only under a
+        short GIL switch interval (`EVENTSOURCE_TUNE_INTERPRETER`'s 1 ms): at
+        CPython's default 5 ms the committer waits for the GIL after each of
+        its statements, and one thread is the faster.
         """
-        return self.engine.dialect.name == "postgresql" and not isinstance(self.consumer, Reactor)
+        return (
+            self.engine.dialect.name == "postgresql"
+            and not isinstance(self.consumer, Reactor)
+            and sys.getswitchinterval() <= SWITCH_INTERVAL
+        )
 
     def _step(self) -> BatchStats:
         self._settle(reapply=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from sqlalchemy import event, text
 from eventsource import Event, View, Worker
 from eventsource.errors import PoisonEvent
 from eventsource.store.engine import create_engine
+from eventsource.tuning import SWITCH_INTERVAL
 from tests.conftest import unique
 from tests.projections.apps import BalancesBase, balances
 from tests.projections.conftest import KAFKA, Harness
@@ -31,6 +33,56 @@ from tests.projections.streams import (
 pytestmark = pytest.mark.parametrize("harness", [KAFKA], indirect=True)
 
 
+@pytest.fixture
+def short_switch_interval() -> Iterator[None]:
+    """The GIL switch interval `EVENTSOURCE_TUNE_INTERPRETER` sets, under
+    which a projection into PostgreSQL commits behind."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
+def _commit_threads(harness: Harness, name: str) -> set[str]:
+    """The threads on which a worker's commits ran, folding the whole log."""
+    threads: set[str] = set()
+
+    def note_thread(*_: Any) -> None:
+        threads.add(threading.current_thread().name.split("-")[0])
+
+    cls = balances(harness.context, unique(name))
+    worker = Worker(cls(), harness.log(), engine=harness.views, batch_size=50)
+    event.listen(harness.views, "commit", note_thread)
+    try:
+        worker.run(until_caught_up=True)
+    finally:
+        event.remove(harness.views, "commit", note_thread)
+        worker.close()
+    assert_view_is_fold(harness.views, read_all(harness.source))
+    return threads
+
+
+def test_at_the_default_switch_interval_a_projection_commits_on_its_own_thread(
+    harness: Harness,
+) -> None:
+    # At CPython's 5 ms a committer thread waits for the GIL after each of
+    # its statements, and one thread is the faster (benchmarks/README.md).
+    populate(harness.source, events=300, accounts=10)
+    harness.publish()
+    assert sys.getswitchinterval() > SWITCH_INTERVAL
+    assert "commit" not in _commit_threads(harness, "pj_one_thread")
+
+
+@pytest.mark.usefixtures("short_switch_interval")
+def test_under_a_short_switch_interval_a_projection_commits_behind(harness: Harness) -> None:
+    populate(harness.source, events=300, accounts=10)
+    harness.publish()
+    assert "commit" in _commit_threads(harness, "pj_two_threads")
+
+
+@pytest.mark.usefixtures("short_switch_interval")
 def test_a_connection_lost_while_committing_behind_is_retried_and_applied_once(
     harness: Harness,
 ) -> None:
@@ -67,6 +119,7 @@ def test_a_connection_lost_while_committing_behind_is_retried_and_applied_once(
     assert sys.getswitchinterval() == interval  # the worker gave the interval back
 
 
+@pytest.mark.usefixtures("short_switch_interval")
 def test_a_row_refused_while_committing_behind_is_found_and_stops_the_worker(
     harness: Harness,
 ) -> None:

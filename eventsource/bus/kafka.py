@@ -285,7 +285,9 @@ class KafkaLogConsumer:
         self._missing.add(topic)
 
     def lag(self) -> dict[TopicPartition, PartitionLag]:
-        """Position and end of every assigned partition (one round trip)."""
+        """Position and end of every assigned partition. The end is the high
+        watermark: it counts transaction markers, and events in transactions
+        not committed yet."""
         out: dict[TopicPartition, PartitionLag] = {}
         for tp in self.assignment():
             high = self._high_watermark(tp)
@@ -357,11 +359,15 @@ class KafkaLogConsumer:
         # Not on the reading consumer's connection: a broker answers one
         # connection's requests in order, so there the question would wait
         # behind the fetch in flight (up to `fetch.wait.max.ms` at the end of
-        # the log), stalling a heartbeat 100 ms for every partition.
-        if self._probe is None:
-            self._probe = Consumer(self.config.consumer(f"{self.group_id}.probe"))
+        # the log), stalling a heartbeat 100 ms for every partition. And
+        # read_uncommitted: a read_committed client is told the last stable
+        # offset, which trails a commit until the broker writes its markers.
+        probe = self._probe
+        if probe is None:
+            options = self.config.consumer(f"{self.group_id}.probe")
+            probe = self._probe = Consumer({**options, "isolation.level": "read_uncommitted"})
         try:
-            _low, high = self._probe.get_watermark_offsets(
+            _low, high = probe.get_watermark_offsets(
                 KafkaTopicPartition(self.config.physical(tp.topic), tp.partition),
                 timeout=_WATERMARK_TIMEOUT,
                 cached=False,

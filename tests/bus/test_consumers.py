@@ -17,12 +17,13 @@ from confluent_kafka import TopicPartition as KafkaTopicPartition
 from eventsource import EventStore, Repository
 from eventsource.bus import wire
 from eventsource.bus.admin import TopicAdmin
-from eventsource.bus.base import LogConsumer, StartAt, TopicPartition
+from eventsource.bus.base import LogConsumer, LogMessage, StartAt, TopicPartition
 from eventsource.bus.config import KafkaConfig
 from eventsource.bus.kafka import KafkaLogConsumer
 from eventsource.bus.relay import Relay
 from eventsource.bus.sqllog import SqlLogConsumer
 from eventsource.errors import ConfigurationError, DecodeError, UnknownEventType
+from eventsource.events.records import StoredEvent
 from eventsource.testing.contracts import (
     LogConsumerContract,
     LogUnderTest,
@@ -353,5 +354,53 @@ def test_aborted_transactions_are_invisible_and_committed_ones_complete(
         messages = read_to_end(consumer)
         assert positions(messages) == [r.position for r in records[100:]]
         assert consumer.lag()[TopicPartition(topic, 0)].lag == 0
+    finally:
+        consumer.close()
+
+
+@pytest.mark.kafka
+def test_a_partition_whose_end_trails_an_open_transaction_is_not_caught_up_at_once(
+    sqlite_store_factory: Callable[..., EventStore],
+    kafka_context: str,
+    kafka_config: KafkaConfig,
+) -> None:
+    # read_committed stops at the last stable offset, before an open
+    # transaction (as it does for a moment after each commit, until the
+    # broker writes the markers): caught_up must look past it.
+    store = sqlite_store_factory(context=kafka_context)
+    records = list(populate(store, orders=10, items=3, customers=0))[:30]
+    topic = store.topic_for("order")
+    TopicAdmin(kafka_config).ensure([topic], partitions=1)
+    producer = Producer(kafka_config.producer(unique("bus-open-tx")))
+    producer.init_transactions(30)
+
+    def send(batch: list[StoredEvent]) -> None:
+        for r in batch:
+            key, value, headers, timestamp = wire.encode(r)
+            producer.produce(topic, value, key, headers=headers, timestamp=timestamp)
+
+    producer.begin_transaction()
+    send(records[:25])
+    producer.commit_transaction(30)
+    producer.begin_transaction()
+    send(records[25:])
+    producer.flush(30)  # on the broker's log, its transaction still open
+
+    consumer = KafkaLogConsumer(kafka_config)
+    try:
+        consumer.assign({TopicPartition(topic, 0): StartAt(0)})
+        seen: list[LogMessage] = []
+        deadline = time.monotonic() + 60
+        while len(seen) < 25:
+            seen.extend(consumer.poll(100, 0.2))
+            assert time.monotonic() < deadline, "the committed events did not arrive"
+        seen.extend(consumer.poll(100, 0.5))  # at the last stable offset: nothing more
+        assert positions(seen) == [r.position for r in records[:25]]
+        assert not consumer.caught_up()
+        assert consumer.lag()[TopicPartition(topic, 0)].lag >= 5  # the open transaction's
+
+        producer.commit_transaction(30)
+        seen.extend(read_to_end(consumer))
+        assert positions(seen) == [r.position for r in records]
     finally:
         consumer.close()

@@ -2,10 +2,10 @@
 
 Only for a projection writing PostgreSQL, whose work runs in the server's
 process, and only under a short GIL switch interval (see
-`Worker._commits_behind`): the worker's thread polls and decodes the next batch while the
-committer thread writes and commits the last one. A batch is folded only
-once the one before it has committed (`settle`), so the view is never
-folded on top of rows that might still roll back.
+`Worker._commits_behind`): the worker's thread polls and decodes the next
+batch while the committer thread writes and commits the last one. A batch
+is folded only once the one before it has committed (`settle`), so the
+view is never folded on top of rows that might still roll back.
 
 The committer thread runs `Batches.finish` only: the view's `flush` and the
 transaction's commit, on a connection opened by the worker's thread and

@@ -25,7 +25,7 @@ from eventsource.bus.base import (
     StartAt,
     TopicPartition,
 )
-from eventsource.bus.config import ClientErrors, KafkaConfig, kafka_error
+from eventsource.bus.config import ClientErrors, KafkaConfig, kafka_error, librdkafka_log
 from eventsource.bus.foreign import ForeignTopic, foreign_topics
 from eventsource.errors import BrokerUnavailable, BusError, DecodeError
 from eventsource.retry import Outage
@@ -364,7 +364,7 @@ class KafkaLogConsumer:
         # offset, which trails a commit until the broker writes its markers.
         probe = self._probe
         if probe is None:
-            options = self.config.consumer(f"{self.group_id}.probe")
+            options = self.config.consumer(f"{self.group_id}.probe", error_cb=_probe_error)
             probe = self._probe = Consumer({**options, "isolation.level": "read_uncommitted"})
         try:
             _low, high = probe.get_watermark_offsets(
@@ -422,6 +422,13 @@ class KafkaLogConsumer:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def _probe_error(error: KafkaError) -> None:
+    # The reading consumer reports an outage itself. The probe's own copies
+    # are served only when it is closed, so as warnings they would say the
+    # brokers are down long after they came back.
+    librdkafka_log.debug("probe for partition ends: %s", error)
 
 
 def last_position(consumer: Consumer, topic: str, partition: int) -> int:

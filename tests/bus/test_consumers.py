@@ -6,6 +6,7 @@ onto the topic."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -15,6 +16,8 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka import TopicPartition as KafkaTopicPartition
 
 from eventsource import EventStore, Repository
+from eventsource.bus import config as config_module
+from eventsource.bus import kafka as kafka_module
 from eventsource.bus import wire
 from eventsource.bus.admin import TopicAdmin
 from eventsource.bus.base import LogConsumer, LogMessage, StartAt, TopicPartition
@@ -22,7 +25,7 @@ from eventsource.bus.config import KafkaConfig
 from eventsource.bus.kafka import KafkaLogConsumer
 from eventsource.bus.relay import Relay
 from eventsource.bus.sqllog import SqlLogConsumer
-from eventsource.errors import ConfigurationError, DecodeError, UnknownEventType
+from eventsource.errors import BusError, ConfigurationError, DecodeError, UnknownEventType
 from eventsource.events.records import StoredEvent
 from eventsource.testing.contracts import (
     LogConsumerContract,
@@ -404,3 +407,22 @@ def test_a_partition_whose_end_trails_an_open_transaction_is_not_caught_up_at_on
         assert positions(seen) == [r.position for r in records]
     finally:
         consumer.close()
+
+
+def test_asking_for_partition_ends_adds_no_warnings_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The consumer asks for partition ends on a connection of its own. Its
+    # errors are served only when it closes: as warnings they would tell an
+    # operator the brokers are down long after they came back.
+    monkeypatch.setattr(kafka_module, "_WATERMARK_TIMEOUT", 1.0)
+    monkeypatch.setattr(config_module._log_error, "_last", {})  # nothing said this minute
+    consumer = KafkaLogConsumer(KafkaConfig("127.0.0.1:1"))  # nothing listens there
+    consumer.assign({TopicPartition("nowhere.order", 0): StartAt(0)})
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(BusError, match=r"cannot read the end of nowhere\.order"):
+            consumer.lag()
+        consumer.close()
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not [line for line in said if "said once a minute" in line], said
+    assert any("probe for partition ends" in r.getMessage() for r in caplog.records)

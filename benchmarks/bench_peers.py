@@ -151,11 +151,11 @@ class FoldPlan:
     events: int  # in the topic, folded by each contender per round
     keys: int  # distinct keys (view rows)
     rounds: int
-    batch: int  # the worker's batch size
+    batch: int | None  # the worker's batch size (None: the library's default)
 
 
-FOLD_DEFAULT = FoldPlan(events=200_000, keys=10_000, rounds=5, batch=1000)
-FOLD_QUICK = FoldPlan(events=20_000, keys=2_000, rounds=2, batch=1000)
+FOLD_DEFAULT = FoldPlan(events=200_000, keys=10_000, rounds=5, batch=None)
+FOLD_QUICK = FoldPlan(events=20_000, keys=2_000, rounds=2, batch=None)
 FOLD_TARGETS = {"sqlite": 1.3, "postgresql": 1.1, "sqlite-tuned": 1.3, "postgresql-tuned": 1.1}
 FOLD_SIDES = ("quix-streams", "sqlite", "postgresql", "sqlite-tuned", "postgresql-tuned")
 PEERS_PYTHON = ROOT / ".venv-peers" / "bin" / "python"
@@ -225,7 +225,7 @@ class FoldRuns:
                     f"--context={self.context}",
                     f"--url={url}",
                     f"--bootstrap-servers={self.bootstrap}",
-                    f"--batch={self.plan.batch}",
+                    *([f"--batch={self.plan.batch}"] if self.plan.batch else []),
                     *tuned,
                 ]
             )

@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--context", required=True)
     parser.add_argument("--url", required=True)
     parser.add_argument("--bootstrap-servers", required=True)
-    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--batch", type=int, help="events per batch (default: the library's)")
     parser.add_argument("--tuned", action="store_true", help="the CLI's interpreter tuning")
     args = parser.parse_args()
     started = time.perf_counter()

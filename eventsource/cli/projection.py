@@ -37,7 +37,9 @@ def projection() -> None:
 @click.argument("names", nargs=-1, required=True)
 @context_options
 @click.option(
-    "--batch-size", default=1000, show_default=True, type=BATCH, help="Events per transaction."
+    "--batch-size",
+    type=BATCH,
+    help="Events per transaction at most.  [default: 5000 for a projection, 1000 for a reactor]",
 )
 @click.option("--until-caught-up", is_flag=True, help="Stop once the end of the log is applied.")
 @metrics_options
@@ -46,7 +48,7 @@ def projection_run(
     context: str | None,
     url: str | None,
     stores: str | None,
-    batch_size: int,
+    batch_size: int | None,
     until_caught_up: bool,
     metrics_port: int | None,
     metrics_host: str,

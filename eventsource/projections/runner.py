@@ -160,7 +160,11 @@ class Runtime:
         return consumer
 
     def worker(
-        self, cls: type[Consumer], *, batch_size: int = 1000, metrics: WorkerMetrics | None = None
+        self,
+        cls: type[Consumer],
+        *,
+        batch_size: int | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> Worker:
         """A worker for `cls` in this process's context."""
         own = self.store()

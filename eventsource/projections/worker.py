@@ -48,6 +48,15 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# Events per batch at most, unless the caller says. A projection's batch is
+# one transaction of the view: 5,000 events of a fast fold are under 0.1 s of
+# work, about Kafka Streams' commit interval under exactly-once, and each
+# batch's commit, positions and statements are paid once for all of them. A
+# reactor's batch holds the store's commit-order lock, which the
+# application's own saves wait for: it stays small.
+PROJECTION_BATCH = 5000
+REACTOR_BATCH = 1000
+
 __all__ = ["BatchStats", "Worker"]
 
 
@@ -63,6 +72,9 @@ class Worker:
     to `store`, whose database also holds their positions, so their new
     events and positions commit together. `start_at` overrides the
     consumer's own `start_at` (a rebuild starts at the beginning).
+    `batch_size` caps the events of one transaction (by default 5,000 for a
+    projection, 1,000 for a reactor); a batch is what the log has ready, so
+    at a trickle each event is its own batch.
 
     While `run` runs, the worker's thread is the only one that touches its
     view and connections: `fire_deadlines` and `replay_parked` called from
@@ -77,7 +89,7 @@ class Worker:
         engine: Engine | None = None,
         store: EventStore | None = None,
         codec: EventCodec | None = None,
-        batch_size: int = 1000,
+        batch_size: int | None = None,
         poll_timeout: float = 0.2,
         retry_backoff: float = 0.2,
         positions_key: str | None = None,
@@ -104,6 +116,8 @@ class Worker:
         self.engine: Engine = self.context.engine
         self.codec = self.context.codec
         self.view = self.context.view
+        if batch_size is None:
+            batch_size = REACTOR_BATCH if isinstance(consumer, Reactor) else PROJECTION_BATCH
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
         self.name = self.context.name

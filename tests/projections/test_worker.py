@@ -29,8 +29,8 @@ from eventsource.errors import PoisonEvent, ProjectionVersionMismatch
 from eventsource.projections.tables import positions
 from eventsource.store.engine import create_engine
 from tests.conftest import ROOT, unique
-from tests.projections.apps import BalancesBase, PjAccount, PjDeposited, balances
-from tests.projections.conftest import KAFKA, MODES, Harness
+from tests.projections.apps import BalancesBase, PjAccount, PjDeposited, audits, balances
+from tests.projections.conftest import EMBEDDED, KAFKA, MODES, Harness
 from tests.projections.streams import (
     WorkerProcess,
     assert_view_is_fold,
@@ -60,6 +60,28 @@ def assert_positions_at_end(harness: Harness, name: str) -> None:
     assert max(last for _, last, _ in stored.values()) == head
     if not harness.kafka_mode:
         assert stored == {(harness.topic, 0): (head + 1, head, stored[(harness.topic, 0)][2])}
+
+
+@pytest.mark.parametrize("harness", [EMBEDDED], indirect=True)
+def test_a_projection_takes_up_to_5000_events_a_batch_and_a_reactor_1000(
+    harness: Harness,
+) -> None:
+    count = populate(harness.source, events=6000, accounts=40)
+    sizes: dict[str, list[int]] = {"projection": [], "reactor": []}
+    for kind, consumer, target in (
+        ("projection", balances(harness.context, unique("pj_big"))(), {"engine": harness.views}),
+        ("reactor", audits(harness.context, unique("pj_small"))(), {"store": harness.own_store()}),
+    ):
+        worker = Worker(consumer, harness.log(), **target)  # type: ignore[arg-type]
+        try:
+            worker.run(
+                until_caught_up=True, on_batch=lambda _w, s, k=kind: sizes[k].append(s.messages)
+            )
+        finally:
+            worker.close()
+    assert sum(sizes["projection"]) == sum(sizes["reactor"]) == count
+    assert max(sizes["projection"]) == 5000
+    assert max(sizes["reactor"]) == 1000
 
 
 def test_folds_a_stream_exactly_once(harness: Harness) -> None:

@@ -132,13 +132,15 @@ class PositionFilter:
     """
 
     def __init__(self) -> None:
-        self._last: dict[TopicPartition, int] = {}
+        # The last position seen per partition; a reader may test and move it
+        # itself for a position above it (the common case), as `accept` would.
+        self.last: dict[TopicPartition, int] = {}
 
     def reset(self, partition: TopicPartition, last_position: int) -> None:
-        self._last[partition] = last_position
+        self.last[partition] = last_position
 
     def forget(self, partition: TopicPartition) -> None:
-        self._last.pop(partition, None)
+        self.last.pop(partition, None)
 
     def accept(self, message: LogMessage) -> bool:
         if message.record is None:
@@ -149,7 +151,7 @@ class PositionFilter:
 
     def accept_position(self, partition: TopicPartition, position: int, offset: int) -> bool:
         """`accept` for a message known by its partition, position and offset."""
-        last = self._last.get(partition, 0)
+        last = self.last.get(partition, 0)
         if position <= last:
             if not position:
                 # A message from no store (a transform's output, a foreign
@@ -163,5 +165,5 @@ class PositionFilter:
                 last,
             )
             return False
-        self._last[partition] = position
+        self.last[partition] = position
         return True

@@ -182,7 +182,10 @@ class KafkaLogConsumer:
 
     def _records(self, messages: list[Any]) -> list[LogMessage]:
         out: list[LogMessage] = []
-        partitions, accept = self._partitions, self._filter.accept_position
+        # This runs for every message read: everything is looked up once.
+        partitions, foreign, follow = self._partitions, self._foreign, self._next
+        at_end, last = self._at_end, self._filter.last
+        last_get, decode = last.get, wire.decode
         # Each message is dropped once converted (popped off the reversed
         # list): a confluent-kafka `Message` keeps the list of its headers,
         # and a thousand of them all alive until the last was converted were
@@ -204,21 +207,27 @@ class KafkaLogConsumer:
                 tp = TopicPartition(self.config.logical(kafka_topic), partition)
                 partitions[kafka_topic, partition] = tp
             topic = tp.topic
-            self._next[tp] = offset + 1
-            self._at_end.pop(tp, None)
-            if self._foreign and topic in self._foreign:
-                foreign = self._foreign_message(self._foreign[topic], tp, offset, m)
-                if foreign is not None:
-                    out.append(foreign)
+            follow[tp] = offset + 1
+            if at_end:
+                at_end.pop(tp, None)
+            if foreign and topic in foreign:
+                message = self._foreign_message(foreign[topic], tp, offset, m)
+                if message is not None:
+                    out.append(message)
                 continue
             try:
-                record = wire.decode(topic, partition, offset, m.key(), m.value(), m.headers())
+                record = decode(topic, partition, offset, m.key(), m.value(), m.headers())
             except DecodeError as exc:
                 out.append(LogMessage(topic, partition, offset, None, exc))
                 continue
-            if accept(tp, record.position, offset):
-                # The tuple itself: `LogMessage(...)` is a Python-level call per message.
-                out.append(_new(LogMessage, (topic, partition, offset, record, None)))
+            # The position filter's common case inline: a position above the last.
+            position = record[0]
+            if position > last_get(tp, 0):
+                last[tp] = position
+            elif not self._filter.accept_position(tp, position, offset):
+                continue
+            # The tuple itself: `LogMessage(...)` is a Python-level call per message.
+            out.append(_new(LogMessage, (topic, partition, offset, record, None)))
         return out
 
     @staticmethod

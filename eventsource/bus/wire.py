@@ -28,7 +28,12 @@ import orjson
 
 from eventsource.errors import DecodeError
 from eventsource.events.codec import metadata_ids
-from eventsource.events.records import StoredEvent, stream_id_for
+from eventsource.events.records import (
+    SELF_CORRELATED,
+    SELF_CORRELATED_LIMIT,
+    StoredEvent,
+    stream_id_for,
+)
 from eventsource.events.uuids import parse_uuid_bytes
 from eventsource.observability.tracing import traceparent_of
 
@@ -171,6 +176,19 @@ def decode(  # noqa: PLR0917 - the fields of one Kafka message
             partition=partition,
             offset=offset,
         )
+    if (
+        correlation == event_id_b
+        and causation is None
+        and traceparent is None
+        and _plain(event_id_b)
+    ):
+        # Its own correlation id: the codec takes the ids from this note.
+        metadata = f'{{"correlation_id":"{event_id_b.decode()}"}}'
+        if len(SELF_CORRELATED) >= SELF_CORRELATED_LIMIT:
+            SELF_CORRELATED.clear()
+        SELF_CORRELATED[metadata] = event_id
+    else:
+        metadata = _metadata_text(correlation, causation, traceparent)
     # The tuple itself: `StoredEvent(...)` is a Python-level call per message.
     return _new(
         StoredEvent,
@@ -185,7 +203,7 @@ def decode(  # noqa: PLR0917 - the fields of one Kafka message
             event_id,
             occurred_at,
             payload,
-            _metadata_text(correlation, causation, traceparent),
+            metadata,
         ),
     )
 
@@ -216,12 +234,45 @@ _OUR_ORDER = (
     H_OCCURRED,
 )
 
+_USUAL_ORDER = (*_OUR_ORDER, H_CORRELATION, H_STORE)
+
 
 def _in_our_order(headers: list[tuple[str, bytes]]) -> _Fields | None:
     """The header values when they come in the order `headers()` writes them
     (every message the relay published), else None: one tuple comparison
     instead of a dict and eleven lookups per message."""
     count = len(headers)
+    if count == 11:
+        # The relay's usual message (a correlation id, no causation id, the
+        # store's id), unpacked in one statement.
+        (
+            (n0, content_type),
+            (n1, event_type),
+            (n2, schema),
+            (n3, event_id),
+            (n4, aggregate_type),
+            (n5, aggregate_id),
+            (n6, version),
+            (n7, position),
+            (n8, occurred),
+            (n9, own_correlation),
+            (n10, _store),
+        ) = headers
+        if (n0, n1, n2, n3, n4, n5, n6, n7, n8, n9, n10) == _USUAL_ORDER:
+            return (
+                content_type,
+                event_type,
+                schema,
+                event_id,
+                aggregate_type,
+                aggregate_id,
+                version,
+                position,
+                occurred,
+                own_correlation,
+                None,
+                None,
+            )
     if count < 9 or count > 13:
         return None
     (

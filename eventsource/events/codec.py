@@ -28,7 +28,7 @@ from eventsource.events.personal import (
     parse,
     seal,
 )
-from eventsource.events.records import StoredEvent
+from eventsource.events.records import SELF_CORRELATED, StoredEvent
 from eventsource.events.registry import EventRegistry, default_registry
 from eventsource.events.uuids import parse_uuid
 
@@ -173,10 +173,14 @@ class EventCodec:
                 raise self._error(record, _summarise(exc)) from exc
             # 5. Stamp the metadata from the trusted columns, as `stamp` does,
             #    spelled out because it runs for every event read.
-            last_text, ids = self._last_metadata
-            if metadata != last_text:
-                ids = _decode_metadata(metadata, event_id)
-                self._last_metadata = (metadata, ids)
+            ids: tuple[UUID | None, UUID | None]
+            if SELF_CORRELATED.pop(metadata, None) is event_id:
+                ids = (event_id, None)
+            else:
+                last_text, ids = self._last_metadata
+                if metadata != last_text:
+                    ids = _decode_metadata(metadata, event_id)
+                    self._last_metadata = (metadata, ids)
             fields = event.__dict__
             fields["event_id"] = event_id
             fields["aggregate_id"] = aggregate_id

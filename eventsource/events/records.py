@@ -6,6 +6,17 @@ from datetime import datetime
 from typing import NamedTuple
 from uuid import UUID
 
+# Metadata texts whose ids a reader already knows, each with the event id
+# it was made for. An event that no other event caused is its own
+# correlation id (most events read), and parsing that back out of the text
+# costs the codec more than validating the payload. The Kafka decoder notes
+# such a text together with the very `UUID` object it put in the record;
+# the codec takes a note only for that same object, so that a note can be
+# missing or stale (and the text is then parsed), never wrong.
+SELF_CORRELATED: dict[str, UUID] = {}
+# Notes nobody took (events no handler wanted) are dropped all at once.
+SELF_CORRELATED_LIMIT = 50_000
+
 
 def stream_id_for(aggregate_type: str, aggregate_id: str) -> str:
     """The store's stream id of one aggregate: its type name and id.

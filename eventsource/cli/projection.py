@@ -39,7 +39,7 @@ def projection() -> None:
 @click.option(
     "--batch-size",
     type=BATCH,
-    help="Events per transaction at most.  [default: 5000 for a projection, 1000 for a reactor]",
+    help="Events per transaction at most (default: 5000 for a projection, 1000 for a reactor).",
 )
 @click.option("--until-caught-up", is_flag=True, help="Stop once the end of the log is applied.")
 @metrics_options

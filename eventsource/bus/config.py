@@ -60,6 +60,12 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "heartbeat.interval.ms": 1_000,
     "max.poll.interval.ms": 300_000,
     "fetch.wait.max.ms": 100,
+    # Up to 10 MiB of one partition per fetch (librdkafka's default is 1 MiB):
+    # a worker catching up folded a topic 8 to 18% faster, since each fetch
+    # costs the broker and librdkafka's thread CPU that the fold needs, while
+    # quix-streams, which folds slower, gained nothing from it. Memory stays
+    # bounded by `fetch.max.bytes` and `queued.max.messages.kbytes`.
+    "max.partition.fetch.bytes": 10 * 1024 * 1024,
 }
 _TRUE = {"true", "1", "yes"}
 

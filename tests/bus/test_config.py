@@ -40,6 +40,12 @@ def test_other_options_pass_through() -> None:
     assert config.producer()["linger.ms"] == 20
 
 
+def test_a_consumer_option_given_replaces_the_default() -> None:
+    config = KafkaConfig("broker:9092", {"max.partition.fetch.bytes": 1_048_576})
+    assert config.consumer("g")["max.partition.fetch.bytes"] == 1_048_576
+    assert config.consumer("g", **{"fetch.wait.max.ms": 5})["fetch.wait.max.ms"] == 5
+
+
 @pytest.mark.parametrize(
     ("kind", "option", "value"),
     [

@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 DETERMINISTIC = (IntegrityError, DataError, ProgrammingError)
 
 Moves = dict[TopicPartition, tuple[Position, int, int]]
-Decoded = Sequence[Event | DecodeError | None]
 
 
 @dataclass
@@ -109,7 +108,7 @@ class Batches:
 
     # -- the three stages ------------------------------------------------------
 
-    def fold(self, messages: Sequence[LogMessage], decoded: Decoded | None = None) -> OpenBatch:
+    def fold(self, messages: Sequence[LogMessage]) -> OpenBatch:
         """Open the batch's transaction and fold the batch into the view (nothing
         written yet); on failure the transaction is rolled back."""
         context = self.context
@@ -121,7 +120,7 @@ class Batches:
             context.view.begin(conn)
             reaction = context.reaction(conn)
             blocked = self._blocked(conn)
-            parked = self._fold(messages, reaction, blocked, decoded)
+            parked = self._fold(messages, reaction, blocked)
             for message in parked:
                 deadletters.park(
                     conn,
@@ -178,12 +177,6 @@ class Batches:
 
     # -- folding ---------------------------------------------------------------
 
-    def decode(self, messages: Sequence[LogMessage]) -> list[Event | DecodeError | None]:
-        """Each message's event, or why it has none (None: not wanted, or no
-        record), decoded before the batch's turn to fold comes."""
-        decode = self._decode
-        return [None if m.record is None else decode(m.record) for m in messages]
-
     def _decode(self, record: StoredEvent) -> Event | DecodeError | None:
         """The record's event, None if no handler wants its type, or why it failed."""
         wanted = self._wanted_types.get(record.event_type)
@@ -199,15 +192,14 @@ class Batches:
         messages: Sequence[LogMessage],
         reaction: Reaction | None,
         blocked: set[str],
-        decoded: Decoded | None,
     ) -> list[LogMessage]:
         """Apply each message's handler; return the messages parked behind others.
 
-        Without `decoded` (events decoded ahead), each event is decoded just
-        before its handler runs and dropped after it: a batch's events then
-        never live all at once, and the garbage collector's young generations
-        free them instead of promoting a thousand of them to the oldest one,
-        whose collections walk every object the process holds.
+        Each event is decoded just before its handler runs and dropped after
+        it: a batch's events never live all at once, and the garbage
+        collector's young generations free them instead of promoting
+        thousands of them to the oldest one, whose collections walk every
+        object the process holds.
         """
         # The loop runs for every event of a rebuild: look things up once.
         context = self.context
@@ -223,7 +215,7 @@ class Batches:
             if blocked and record.stream_id in blocked:
                 parked.append(message)
                 continue
-            event = decode(record) if decoded is None else decoded[index]
+            event = decode(record)
             if event is None:
                 continue
             if isinstance(event, DecodeError):

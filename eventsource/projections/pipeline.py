@@ -1,9 +1,9 @@
 """The commit pipeline: a batch commits on a second thread while the next is read.
 
 Only for a projection writing PostgreSQL, whose work runs in the server's
-process, and only under a short GIL switch interval (see
-`Worker._commits_behind`): the worker's thread polls and decodes the next
-batch while the committer thread writes and commits the last one. A batch
+process, and only under a short GIL switch interval or behind large batches
+(see `Worker._commits_behind`): the worker's thread polls the next batch
+while the committer thread writes and commits the last one. A batch
 is folded only once the one before it has committed (`settle`), so the
 view is never folded on top of rows that might still roll back.
 

@@ -318,15 +318,19 @@ class Worker:
         made the SQLite rebuild 22% slower (Python's sqlite3 gives up the GIL
         at every row it steps), and still twice as slow with every read and
         write one statement. A reactor's batch holds the store's commit-order
-        lock and is usually small: it stays on one thread. And only under a
-        short GIL switch interval (`EVENTSOURCE_TUNE_INTERPRETER`'s 1 ms): at
-        CPython's default 5 ms the committer waits for the GIL after each of
-        its statements, and one thread is the faster.
+        lock and is usually small: it stays on one thread.
+
+        The committer waits for the GIL after each of its few statements, up
+        to a switch interval each time. Under a short one
+        (`EVENTSOURCE_TUNE_INTERPRETER`'s 1 ms) that is always hidden; under
+        CPython's default 5 ms only behind batches as large as the default,
+        which take tens of milliseconds to fold: behind smaller ones one
+        thread was the faster.
         """
         return (
             self.engine.dialect.name == "postgresql"
             and not isinstance(self.consumer, Reactor)
-            and sys.getswitchinterval() <= SWITCH_INTERVAL
+            and (sys.getswitchinterval() <= SWITCH_INTERVAL or self.batch_size >= PROJECTION_BATCH)
         )
 
     def _step(self) -> BatchStats:
@@ -345,8 +349,6 @@ class Worker:
         assert pipeline is not None
         messages = self.log.poll(self.batch_size, self.poll_timeout)
         stats = BatchStats(messages=len(messages))
-        # Decoding needs nothing from the database: do it while the commit runs too.
-        decoded = self.batches.decode(messages) if messages else None
         if not pipeline.settle(reapply=True):
             return stats  # positions were re-read: what was polled is stale
         if not messages:
@@ -355,10 +357,8 @@ class Worker:
         pending = self.batches.owned(messages)
         if not pending:
             return stats
-        if pending is not messages:
-            decoded = None  # no longer in step with the messages
         try:
-            batch = self.batches.fold(pending, decoded)
+            batch = self.batches.fold(pending)
         except Exception as exc:
             # The synchronous path sorts it out: retries, the culprit, poison.
             self.failures.apply(pending, stats, failed=exc)

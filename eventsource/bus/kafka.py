@@ -27,6 +27,7 @@ from eventsource.bus.base import (
 )
 from eventsource.bus.config import ClientErrors, KafkaConfig, kafka_error, librdkafka_log
 from eventsource.bus.foreign import ForeignTopic, foreign_topics
+from eventsource.bus.polled import Ends, Polled
 from eventsource.errors import BrokerUnavailable, BusError, DecodeError
 from eventsource.retry import Outage
 
@@ -35,6 +36,12 @@ log = logging.getLogger(__name__)
 _new = tuple.__new__
 BEGINNING = OFFSET_BEGINNING
 END = OFFSET_END
+# Messages taken from librdkafka at a time. A `consume` of a whole batch
+# made thousands of `Message` objects in one call: the collector ran inside
+# it and promoted most of them to its oldest generation before any was
+# converted. Fewer than its young generation's threshold (700) are converted
+# and dropped before it next runs.
+CHUNK = 500
 _WATERMARK_TIMEOUT = 10.0
 _TAIL_TIMEOUT = 30.0
 # How long a partition's end may trail its high watermark before `caught_up`
@@ -168,31 +175,59 @@ class KafkaLogConsumer:
 
     # -- reading ---------------------------------------------------------------
 
-    def poll(self, max_messages: int, timeout: float) -> list[LogMessage]:
+    def poll(self, max_messages: int, timeout: float) -> Polled:
         """Up to `max_messages`, waiting at most `timeout` seconds for the first."""
+        out: list[Any] = []
+        ends: Ends = {}
+        read = 0
+        mixed = False  # whether `out` holds messages as well as fields
         try:
-            messages = self._fetch(max_messages, timeout)
+            chunk = self._first(min(max_messages, CHUNK), timeout)
+            while chunk:
+                read += len(chunk)
+                full = len(chunk) == CHUNK
+                mixed = self._records(chunk, out, ends) or mixed
+                if not full or read >= max_messages:
+                    break
+                chunk = self._consumer.consume(min(max_messages - read, CHUNK), 0)
         except KafkaException as exc:
             raise BusError(f"Kafka consumer failed: {exc}") from exc
-        if not messages:
+        if not read:
             self._errors.raise_if_refused("consumer")
         else:
             self._errors.recovered()
-        return self._records(messages)
+        return Polled(out, _message if mixed else wire.message, ends)
 
-    def _records(self, messages: list[Any]) -> list[LogMessage]:
-        out: list[LogMessage] = []
+    def _first(self, max_messages: int, timeout: float) -> list[Any]:
+        # `consume(n, timeout)` waits out the whole timeout unless n messages
+        # arrive; take what is already fetched, else wait for the first only.
+        messages = self._consumer.consume(max_messages, 0)
+        if messages or timeout <= 0:
+            return messages
+        first = self._consumer.poll(timeout)
+        if first is None:
+            return []
+        return (
+            [first, *self._consumer.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
+        )
+
+    def _records(self, messages: list[Any], out: list[Any], ends: Ends) -> bool:
+        """Convert `messages` into `out`, moving the batch's `ends` on.
+
+        Each entry is an event's `wire.MessageFields` (plain values, see
+        `polled`) or a `LogMessage` made here (a foreign record, a message
+        that is not an event); returns whether there was one of those.
+        """
+        made = False
         # This runs for every message read: everything is looked up once.
         partitions, foreign, follow = self._partitions, self._foreign, self._next
         at_end, last = self._at_end, self._filter.last
-        last_get, decode = last.get, wire.decode
+        last_get, decode = last.get, wire.decode_fields
         # Each message is dropped once converted (popped off the reversed
-        # list): a confluent-kafka `Message` keeps the list of its headers,
-        # and a thousand of them all alive until the last was converted were
-        # promoted to the collector's oldest generation, whose collections
-        # walk every object the process holds. (Taking them from librdkafka
-        # in smaller chunks did as well, but each `consume` hands the GIL
-        # over, which slowed a worker committing on its pipeline thread.)
+        # list): a confluent-kafka `Message` is tracked by the garbage
+        # collector, and Messages still alive at a collection of its middle
+        # generation are promoted to the oldest one, whose collections walk
+        # every object the process holds.
         messages.reverse()
         pop = messages.pop
         while messages:
@@ -214,21 +249,28 @@ class KafkaLogConsumer:
                 message = self._foreign_message(foreign[topic], tp, offset, m)
                 if message is not None:
                     out.append(message)
+                    made = True
+                    _extend(ends, tp, offset, message.record.position if message.record else 0)
                 continue
             try:
-                record = decode(topic, partition, offset, m.key(), m.value(), m.headers())
+                fields = decode(topic, partition, offset, m.key(), m.value(), m.headers())
             except DecodeError as exc:
                 out.append(LogMessage(topic, partition, offset, None, exc))
+                made = True
+                _extend(ends, tp, offset, 0)
                 continue
-            # The position filter's common case inline: a position above the last.
-            position = record[0]
+            # The position filter's common case inline: a position above the
+            # last, which is then the highest of the batch as well.
+            position = fields[3]
             if position > last_get(tp, 0):
                 last[tp] = position
-            elif not self._filter.accept_position(tp, position, offset):
+                ends[tp] = (offset + 1, position)
+            elif self._filter.accept_position(tp, position, offset):
+                _extend(ends, tp, offset, position)
+            else:
                 continue
-            # The tuple itself: `LogMessage(...)` is a Python-level call per message.
-            out.append(_new(LogMessage, (topic, partition, offset, record, None)))
-        return out
+            out.append(fields)
+        return made
 
     @staticmethod
     def _foreign_message(
@@ -250,19 +292,6 @@ class KafkaLogConsumer:
         if record is None:
             return None
         return LogMessage(tp.topic, tp.partition, offset, record)
-
-    def _fetch(self, max_messages: int, timeout: float) -> list[Any]:
-        # `consume(n, timeout)` waits out the whole timeout unless n messages
-        # arrive; take what is already fetched, else wait for the first only.
-        messages = self._consumer.consume(max_messages, 0)
-        if messages or timeout <= 0:
-            return messages
-        first = self._consumer.poll(timeout)
-        if first is None:
-            return []
-        return (
-            [first, *self._consumer.consume(max_messages - 1, 0)] if max_messages > 1 else [first]
-        )
 
     def _on_error(self, message: Any, error: KafkaError) -> None:
         if error.code() == KafkaError._PARTITION_EOF:
@@ -497,3 +526,14 @@ def _last_in_range(
         raise BrokerUnavailable(f"timed out reading the tail of {topic}[{partition}]")
     consumer.unassign()
     return last
+
+
+def _message(entry: Any) -> LogMessage:
+    """The message of one of `_records`' entries, in a batch that holds both kinds."""
+    return entry if type(entry) is LogMessage else wire.message(entry)
+
+
+def _extend(ends: Ends, tp: TopicPartition, offset: int, position: int) -> None:
+    """Move a batch's end on `tp` to after `offset`, keeping its highest position."""
+    end = ends.get(tp)
+    ends[tp] = (offset + 1, max(position, end[1]) if end is not None else position)

@@ -23,9 +23,11 @@ headers  (UTF-8 strings)
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import orjson
 
+from eventsource.bus.base import LogMessage
 from eventsource.errors import DecodeError
 from eventsource.events.codec import metadata_ids
 from eventsource.events.records import (
@@ -34,7 +36,7 @@ from eventsource.events.records import (
     StoredEvent,
     stream_id_for,
 )
-from eventsource.events.uuids import parse_uuid_bytes
+from eventsource.events.uuids import uuid_int_of_bytes, uuid_of_int
 from eventsource.observability.tracing import traceparent_of
 
 CONTENT_TYPE = "application/json"
@@ -129,6 +131,34 @@ def decode(  # noqa: PLR0917 - the fields of one Kafka message
     headers: list[tuple[str, bytes]] | None,
 ) -> StoredEvent:
     """The stored event a Kafka message carries; `DecodeError` naming where it was."""
+    # (A message made of decoded fields always has its record.)
+    return cast(
+        StoredEvent, message(decode_fields(topic, partition, offset, key, value, headers))[3]
+    )
+
+
+# A decoded message as one plain tuple of text, numbers and a datetime: its
+# topic, partition and offset, then `StoredEvent`'s fields with the event id
+# as its 128-bit int, then whether the metadata is the event's own
+# correlation id. The garbage collector stops tracking such a tuple at its
+# first young collection, so a batch of them never reaches the oldest
+# generation (whose collections walk every object the process holds);
+# `message` makes the `LogMessage` when it is read.
+MessageFields = tuple[
+    str, int, int, int, str, str, str, int, str, int, int, datetime, str, str, bool
+]
+
+
+def decode_fields(  # noqa: PLR0917 - the fields of one Kafka message
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: list[tuple[str, bytes]] | None,
+) -> MessageFields:
+    """`decode`, validated all the same, as `MessageFields` (the global position
+    fourth)."""
     fields = _in_our_order(headers) if headers is not None else None
     if fields is None:
         fields = _by_name(topic, partition, offset, headers)
@@ -153,7 +183,7 @@ def decode(  # noqa: PLR0917 - the fields of one Kafka message
         version = int(version_b)
         position = int(position_b)
         schema_version = int(schema_b)
-        event_id = parse_uuid_bytes(event_id_b)
+        event_id = uuid_int_of_bytes(event_id_b)
         occurred_at = datetime.fromisoformat(occurred_b.decode())
         if value is None:
             raise ValueError("the message has no value")
@@ -176,25 +206,67 @@ def decode(  # noqa: PLR0917 - the fields of one Kafka message
             partition=partition,
             offset=offset,
         )
-    if (
+    self_correlated = (
         correlation == event_id_b
         and causation is None
         and traceparent is None
         and _plain(event_id_b)
-    ):
-        # Its own correlation id: the codec takes the ids from this note.
+    )
+    if self_correlated:
         metadata = f'{{"correlation_id":"{event_id_b.decode()}"}}'
+    else:
+        metadata = _metadata_text(correlation, causation, traceparent)
+    return (
+        topic,
+        partition,
+        offset,
+        position,
+        stream_id_for(aggregate_type, aggregate_id),
+        aggregate_id,
+        aggregate_type,
+        version,
+        event_type,
+        schema_version,
+        event_id,
+        occurred_at,
+        payload,
+        metadata,
+        self_correlated,
+    )
+
+
+def message(fields: MessageFields) -> LogMessage:
+    """The `LogMessage` of decoded fields."""
+    (
+        topic,
+        partition,
+        offset,
+        position,
+        stream_id,
+        aggregate_id,
+        aggregate_type,
+        version,
+        event_type,
+        schema_version,
+        event_number,
+        occurred_at,
+        payload,
+        metadata,
+        self_correlated,
+    ) = fields
+    event_id = uuid_of_int(event_number)
+    if self_correlated:
+        # Its own correlation id: the codec takes the ids from this note.
         if len(SELF_CORRELATED) >= SELF_CORRELATED_LIMIT:
             SELF_CORRELATED.clear()
         SELF_CORRELATED[metadata] = event_id
-    else:
-        metadata = _metadata_text(correlation, causation, traceparent)
-    # The tuple itself: `StoredEvent(...)` is a Python-level call per message.
-    return _new(
+    # The tuples themselves: `StoredEvent(...)` and `LogMessage(...)` are
+    # Python-level calls, and this runs for every message read.
+    record = _new(
         StoredEvent,
         (
             position,
-            stream_id_for(aggregate_type, aggregate_id),
+            stream_id,
             aggregate_id,
             aggregate_type,
             version,
@@ -206,6 +278,7 @@ def decode(  # noqa: PLR0917 - the fields of one Kafka message
             metadata,
         ),
     )
+    return _new(LogMessage, (topic, partition, offset, record, None))
 
 
 _Fields = tuple[

@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
-from operator import itemgetter
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import (
@@ -29,6 +28,7 @@ from sqlalchemy.exc import (
 )
 
 from eventsource.bus.base import LogMessage, TopicPartition
+from eventsource.bus.polled import ends_of
 from eventsource.errors import DecodeError, StoreUnavailable
 from eventsource.events.base import Event
 from eventsource.events.records import StoredEvent
@@ -287,31 +287,21 @@ class Batches:
     def moves(self, messages: Sequence[LogMessage]) -> Moves:
         """Each partition's move: from the position held to the next offset and
         the highest global position of the batch."""
-        ends: dict[tuple[str, int], tuple[int, int]] = {}
-        for topic, partition, offset, record, _ in messages:
-            position = record.position if record is not None else 0
-            end = ends.get((topic, partition))
-            if end is not None and end[1] > position:
-                position = end[1]
-            ends[topic, partition] = (offset + 1, position)
+        held = self.held
         moves: Moves = {}
-        for (topic, partition), (offset, position) in ends.items():
-            tp = TopicPartition(topic, partition)
-            seen = self.held[tp]
+        for tp, (offset, position) in ends_of(messages).items():
+            seen = held[tp]
             moves[tp] = (seen, offset, max(seen.last_position, position))
         return moves
 
     def owned(self, messages: Sequence[LogMessage]) -> Sequence[LogMessage]:
         """The messages of partitions still held: those revoked since the poll
         belong to another worker now."""
-        owned = {(tp.topic, tp.partition) for tp in self.held}
-        # Usually all are: find out with one pass in C, and filter only if not.
-        if owned.issuperset(map(_partition_of, messages)):
+        held = self.held
+        # Usually all are: find out from the batch's partitions, and filter only if not.
+        if all(tp in held for tp in ends_of(messages)):
             return messages
-        return [m for m in messages if (m.topic, m.partition) in owned]
-
-
-_partition_of = itemgetter(0, 1)  # a LogMessage's (topic, partition)
+        return [m for m in messages if m.topic_partition in held]
 
 
 class _Handlers(dict[type[Event], Callable[..., None] | None]):

@@ -252,7 +252,7 @@ class TransformRunner:
         batch.seconds = time.monotonic() - started
         return batch
 
-    def _owned(self, messages: list[LogMessage]) -> list[LogMessage]:
+    def _owned(self, messages: Sequence[LogMessage]) -> list[LogMessage]:
         """The messages of partitions still held, past what the group committed
         (a rebalance inside the poll may have moved partitions)."""
         held = self._committed

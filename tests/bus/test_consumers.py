@@ -6,10 +6,11 @@ onto the topic."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 from confluent_kafka import Consumer, Producer
@@ -23,6 +24,7 @@ from eventsource.bus.admin import TopicAdmin
 from eventsource.bus.base import LogConsumer, LogMessage, StartAt, TopicPartition
 from eventsource.bus.config import KafkaConfig
 from eventsource.bus.kafka import KafkaLogConsumer
+from eventsource.bus.polled import Polled, ends_of
 from eventsource.bus.relay import Relay
 from eventsource.bus.sqllog import SqlLogConsumer
 from eventsource.errors import BusError, ConfigurationError, DecodeError, UnknownEventType
@@ -212,15 +214,17 @@ def test_a_duplicated_message_is_dropped_and_what_follows_is_kept(
 def test_a_poll_of_hundreds_returns_each_message_once_in_partition_order(
     kafka_store: EventStore, kafka_config: KafkaConfig
 ) -> None:
-    # The consumer converts a poll's messages taking them off the end of the
-    # reversed list: a poll of hundreds still returns them in order.
+    # The consumer takes a poll's messages from librdkafka a few hundred at a
+    # time and converts each chunk taking them off the end of the reversed
+    # list: a poll of a thousand still returns them in order, and says where
+    # it leaves each partition as reading every message would.
     log = kafka_log(kafka_config, kafka_store)
     try:
-        records = populate(kafka_store, orders=120, items=3, customers=6)
+        records = populate(kafka_store, orders=400, items=3, customers=6)
         log.publish()
         consumer = log.consumer()
         consumer.assign(log.from_start())
-        got = consumer.poll(1, 10.0)
+        got = list(consumer.poll(1, 10.0))
         time.sleep(1.0)  # librdkafka fetches the rest meanwhile
         largest = 0
         deadline = time.monotonic() + 30
@@ -228,14 +232,51 @@ def test_a_poll_of_hundreds_returns_each_message_once_in_partition_order(
             batch = consumer.poll(1000, 1.0)
             assert len(batch) <= 1000
             largest = max(largest, len(batch))
+            assert isinstance(batch, Polled)
+            assert batch.ends == ends_of(list(batch))
             got += batch
             assert time.monotonic() < deadline
-        assert largest > 100  # polls of hundreds were made
+        assert largest > kafka_module.CHUNK  # polls of more than one chunk were made
         assert sorted(positions(got)) == [r.position for r in records]
         offsets: dict[tuple[str, int], list[int]] = {}
         for m in got:
             offsets.setdefault((m.topic, m.partition), []).append(m.offset)
         assert all(o == sorted(set(o)) for o in offsets.values())
+    finally:
+        log.close()
+
+
+@pytest.mark.kafka
+def test_a_batch_held_until_its_commit_leaves_the_garbage_collector_nothing_to_walk(
+    kafka_store: EventStore, kafka_config: KafkaConfig
+) -> None:
+    # A worker holds each batch from its poll to its commit. Its messages,
+    # their records and their event ids held as objects were promoted to the
+    # collector's oldest generation, whose every collection walks the whole
+    # process: a batch holds plain values the collector stops tracking.
+    log = kafka_log(kafka_config, kafka_store)
+    try:
+        records = populate(kafka_store, orders=300, items=3)
+        log.publish()
+        consumer = log.consumer()
+        consumer.assign(log.from_start())
+        held: list[Sequence[LogMessage]] = []
+        got = 0
+        deadline = time.monotonic() + 30
+        gc.collect()
+        before = len(gc.get_objects())
+        while got < len(records):
+            batch = consumer.poll(5000, 1.0)
+            held.append(batch)
+            got += len(batch)
+            assert time.monotonic() < deadline
+        gc.collect()
+        tracked = len(gc.get_objects()) - before
+        assert got == len(records) > 1000
+        # (As objects, three a message: the message, its record and its event id.)
+        assert tracked < got / 5, f"{tracked} more tracked objects holding {got} messages"
+        # ...and every message is there when read.
+        assert sorted(positions([m for b in held for m in b])) == [r.position for r in records]
     finally:
         log.close()
 

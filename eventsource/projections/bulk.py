@@ -350,13 +350,16 @@ def _json_rows(table: Table, columns: tuple[str, ...], rows: list[Row]) -> str |
         tuples: list[tuple[Any, ...]] = [(row[columns[0]],) for row in rows]
     else:
         tuples = list(map(itemgetter(*columns), rows))
-    for name, values in zip(columns, zip(*tuples, strict=True), strict=True):
-        kinds = _kinds(values)
+    for name in columns:
+        # A column's values read from the rows, not by `zip(*tuples)`: that
+        # holds an iterator per row, thousands of objects the garbage
+        # collector tracks, which it promoted to its oldest generation.
+        kinds = _kinds(map(itemgetter(name), rows))
         if len(kinds) > 1:
             return None
         if float in kinds and not (
             isinstance(table.c[name].type, Numeric | Float)
-            and all(math.isfinite(v) for v in values if v is not None)
+            and all(math.isfinite(v) for v in map(itemgetter(name), rows) if v is not None)
         ):
             return None
     try:

@@ -27,7 +27,7 @@ from eventsource.bus.base import (
 )
 from eventsource.bus.config import ClientErrors, KafkaConfig, kafka_error, librdkafka_log
 from eventsource.bus.foreign import ForeignTopic, foreign_topics
-from eventsource.bus.polled import Ends, Polled
+from eventsource.bus.polled import Ends, Polled, extend
 from eventsource.errors import BrokerUnavailable, BusError, DecodeError
 from eventsource.retry import Outage
 
@@ -250,14 +250,14 @@ class KafkaLogConsumer:
                 if message is not None:
                     out.append(message)
                     made = True
-                    _extend(ends, tp, offset, message.record.position if message.record else 0)
+                    extend(ends, tp, offset, message.record.position if message.record else 0)
                 continue
             try:
                 fields = decode(topic, partition, offset, m.key(), m.value(), m.headers())
             except DecodeError as exc:
                 out.append(LogMessage(topic, partition, offset, None, exc))
                 made = True
-                _extend(ends, tp, offset, 0)
+                extend(ends, tp, offset, 0)
                 continue
             # The position filter's common case inline: a position above the
             # last, which is then the highest of the batch as well.
@@ -266,7 +266,7 @@ class KafkaLogConsumer:
                 last[tp] = position
                 ends[tp] = (offset + 1, position)
             elif self._filter.accept_position(tp, position, offset):
-                _extend(ends, tp, offset, position)
+                extend(ends, tp, offset, position)
             else:
                 continue
             out.append(fields)
@@ -531,9 +531,3 @@ def _last_in_range(
 def _message(entry: Any) -> LogMessage:
     """The message of one of `_records`' entries, in a batch that holds both kinds."""
     return entry if type(entry) is LogMessage else wire.message(entry)
-
-
-def _extend(ends: Ends, tp: TopicPartition, offset: int, position: int) -> None:
-    """Move a batch's end on `tp` to after `offset`, keeping its highest position."""
-    end = ends.get(tp)
-    ends[tp] = (offset + 1, max(position, end[1]) if end is not None else position)

@@ -78,9 +78,11 @@ def ends_of(messages: Sequence[LogMessage]) -> Ends:
     for message in messages:
         record = message.record
         position = record.position if record is not None else 0
-        tp = message.topic_partition
-        end = ends.get(tp)
-        if end is not None and end[1] > position:
-            position = end[1]
-        ends[tp] = (message.offset + 1, position)
+        extend(ends, message.topic_partition, message.offset, position)
     return ends
+
+
+def extend(ends: Ends, tp: TopicPartition, offset: int, position: int) -> None:
+    """Move `ends` on `tp` to after `offset`, keeping the highest position."""
+    end = ends.get(tp)
+    ends[tp] = (offset + 1, max(position, end[1]) if end is not None else position)

@@ -31,14 +31,9 @@ def parse_uuid(text: str) -> UUID:
     return value
 
 
-def parse_uuid_bytes(raw: bytes) -> UUID:
-    """`UUID(raw.decode())`, for ids that arrive as UTF-8 bytes (Kafka headers),
-    without decoding the common canonical form to text first."""
-    return uuid_of_int(uuid_int_of_bytes(raw))
-
-
 def uuid_int_of_bytes(raw: bytes) -> int:
-    """`UUID(raw.decode()).int`: the 128-bit value of a UUID's UTF-8 text.
+    """`UUID(raw.decode()).int`, for ids that arrive as UTF-8 bytes (Kafka
+    headers), without decoding the common canonical form to text first.
 
     Raises `ValueError` for text `UUID()` refuses. An int, unlike a `UUID`,
     is not tracked by the garbage collector: a batch can hold thousands.

@@ -1,4 +1,4 @@
-"""`parse_uuid` and `parse_uuid_bytes` take and refuse exactly what `UUID()`
+"""`parse_uuid` and `uuid_int_of_bytes` take and refuse exactly what `UUID()`
 does; the metadata column reads as a JSON parser would read it."""
 
 from __future__ import annotations
@@ -12,7 +12,13 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from eventsource.events.codec import _decode_metadata
-from eventsource.events.uuids import parse_uuid, parse_uuid_bytes, uuid7, uuid_from_hex
+from eventsource.events.uuids import (
+    parse_uuid,
+    uuid7,
+    uuid_from_hex,
+    uuid_int_of_bytes,
+    uuid_of_int,
+)
 
 HEX = "0123456789abcdefABCDEF"
 
@@ -33,7 +39,7 @@ def parsed(text: str) -> object:
 
 def parsed_from_bytes(text: str) -> object:
     try:
-        return parse_uuid_bytes(text.encode())
+        return uuid_of_int(uuid_int_of_bytes(text.encode()))  # as the Kafka reader does
     except (ValueError, TypeError) as exc:
         return type(exc)
 

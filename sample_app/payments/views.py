@@ -7,7 +7,7 @@ The seed's query, "card numbers with more than 3 authorization attempts in a
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table
 
@@ -23,6 +23,15 @@ fraud_windows = TumblingWindow(
     size=timedelta(minutes=5),
 )
 FRAUD_THRESHOLD = 3
+
+
+def _later(moment: datetime, than: datetime | None) -> bool:
+    """Whether `moment` is at or after `than`: a card's events come from
+    several partitions, so the latest read is not always the latest in time.
+    (SQLite gives back naive UTC datetimes.)"""
+    if than is None:
+        return True
+    return moment >= (than.replace(tzinfo=UTC) if than.tzinfo is None else than)
 
 
 class CardAttempts(Projection):
@@ -42,12 +51,13 @@ class CardAttempts(Projection):
     @handles(AuthorizationAttempted)
     def _attempted(self, event: AuthorizationAttempted, view: View) -> None:
         card = view.get(self.cards, event.card_number)
+        last = card["last_attempt_at"] if card else None
         view.upsert(
             self.cards,
             card_number=event.card_number,
             attempts=(card["attempts"] if card else 0) + 1,
             declined=(card["declined"] if card else 0) + (0 if event.approved else 1),
-            last_attempt_at=event.attempted_at,
+            last_attempt_at=event.attempted_at if _later(event.attempted_at, last) else last,
         )
         fraud_windows.add(view, event.card_number, event.attempted_at)
 
@@ -55,8 +65,10 @@ class CardAttempts(Projection):
 class DeclinedCards(Projection):
     """Declines per card, folded from `payments.card_alerts` (the transform's output).
 
-    The topic is keyed by card: a card's alerts come in order, one stream
-    (and one Kafka partition) per card, so "last" means the latest decline.
+    The topic is keyed by card, so a card's alerts are one stream (one Kafka
+    partition). Alerts from attempts on different `payments.payment`
+    partitions may arrive out of time order, so "last" is the latest
+    `declined_at`, not the latest alert read.
     """
 
     name = "payments.declined_cards"
@@ -74,12 +86,13 @@ class DeclinedCards(Projection):
     @handles(CardDeclined)
     def _declined(self, event: CardDeclined, view: View) -> None:
         card = view.get(self.declines, event.aggregate_id)
+        last = card if card and not _later(event.declined_at, card["last_declined_at"]) else None
         view.upsert(
             self.declines,
             card_number=event.aggregate_id,
             declines=(card["declines"] if card else 0) + 1,
-            last_payment_id=event.payment_id,
-            last_declined_at=event.declined_at,
+            last_payment_id=last["last_payment_id"] if last else event.payment_id,
+            last_declined_at=last["last_declined_at"] if last else event.declined_at,
         )
 
 

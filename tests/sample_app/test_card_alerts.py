@@ -25,6 +25,7 @@ from eventsource.projections.worker import Worker
 from eventsource.store.engine import create_engine, read_transaction
 from eventsource.streams.kafka import TransformRunner
 from eventsource.streams.runtime import embedded_worker
+from eventsource.testing import given, stream
 from sample_app.payments.alerts import card_alerts
 from sample_app.payments.domain import Payment
 from sample_app.payments.events import AuthorizationAttempted, CardDeclined
@@ -99,6 +100,42 @@ def embedded(tmp_path: Path) -> Settings:
     return settings
 
 
+def declined(card: str, payment_id: str, minutes: float) -> CardDeclined:
+    return CardDeclined(
+        card_number=card,
+        amount=Decimal("49.00"),
+        payment_id=payment_id,
+        declined_at=TEN + timedelta(minutes=minutes),
+    )
+
+
+def test_the_last_decline_is_the_latest_in_time_whatever_order_alerts_arrive() -> None:
+    # On Kafka, alerts from attempts on different input partitions interleave
+    # in the order the transform read them.
+    scenario = given(
+        DeclinedCards,
+        stream(
+            "card_alerts",
+            VISA,
+            declined(VISA, "pay-3", 1),
+            declined(VISA, "pay-6", 4),
+            declined(VISA, "pay-1", 0),
+            context="payments",
+        ),
+    )
+    scenario.then_rows(
+        DeclinedCards.declines,
+        [
+            {
+                "card_number": VISA,
+                "declines": 3,
+                "last_payment_id": "pay-6",
+                "last_declined_at": TEN + timedelta(minutes=4),
+            }
+        ],
+    )
+
+
 def test_embedded_alerts_are_appended_to_the_payments_store_once(embedded: Settings) -> None:
     with Runtime(embedded) as runtime:
         for _ in range(2):  # a second run finds nothing new to write
@@ -159,22 +196,34 @@ def test_on_kafka_each_declined_attempt_is_one_alert_in_its_cards_partition(
         with TransformRunner(card_alerts, kafka, batch_size=4) as runner:
             runner.run(until_caught_up=True)
     causes = {e.event_id: e for e in store.read_events()}
+    # Where each attempt sits in `payments.payment`: (partition, offset).
+    inputs = read_committed(kafka.bootstrap_servers, [kafka.physical("payments.payment")])
+    placed = {uuid.UUID(m.headers["es-event-id"].decode()): (m.partition, m.offset) for m in inputs}
     delivered = read_committed(kafka.bootstrap_servers, [kafka.physical("payments.card_alerts")])
     by_card: dict[str, list[tuple[int, str]]] = defaultdict(list)
     partitions: dict[str, set[int]] = defaultdict(set)
-    for d in delivered:
+    # card -> input partition -> the input offsets of its alerts, in output order.
+    read_order: dict[str, dict[int, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for d in sorted(delivered, key=lambda d: (d.partition, d.offset)):
         value = orjson.loads(d.value or b"{}")
         assert d.key == value["card_number"].encode() == d.headers["es-aggregate-id"]
         assert d.headers["es-event-type"] == b"CardDeclined"
-        cause = causes[uuid.UUID(d.headers["es-causation-id"].decode())]
-        assert cause.aggregate_id == value["payment_id"]
+        cause_id = uuid.UUID(d.headers["es-causation-id"].decode())
+        assert causes[cause_id].aggregate_id == value["payment_id"]
         by_card[value["card_number"]].append((d.offset, value["payment_id"]))
         partitions[value["card_number"]].add(d.partition)
+        partition, offset = placed[cause_id]
+        read_order[value["card_number"]][partition].append(offset)
     assert {card: len(p) for card, p in partitions.items()} == {VISA: 1, AMEX: 1}
-    assert {card: [p for _, p in sorted(items)] for card, items in by_card.items()} == {
+    assert {card: sorted(p for _, p in items) for card, items in by_card.items()} == {
         VISA: ["pay-1", "pay-3", "pay-6"],
         AMEX: ["pay-4"],
     }
+    # Each card's alerts keep the order of their input partition; alerts from
+    # different input partitions interleave as the transform read them.
+    for card, per_partition in read_order.items():
+        for partition, offsets in per_partition.items():
+            assert offsets == sorted(offsets), (card, partition, offsets)
 
 
 @pytest.mark.kafka

@@ -73,6 +73,27 @@ def test_attempts_are_counted_per_card() -> None:
     )
 
 
+def test_an_earlier_attempt_read_late_does_not_move_the_last_attempt_back() -> None:
+    # A card's payments sit on different partitions of `payments.payment`,
+    # so its attempts can be read out of time order.
+    scenario = given(
+        CardAttempts,
+        stream("payment", "pay-2", attempted(VISA, 5)),
+        stream("payment", "pay-1", attempted(VISA, 2)),
+    )
+    scenario.then_rows(
+        CardAttempts.cards,
+        [
+            {
+                "card_number": VISA,
+                "attempts": 2,
+                "declined": 2,
+                "last_attempt_at": TEN + timedelta(minutes=5),
+            }
+        ],
+    )
+
+
 def test_more_than_three_attempts_in_one_five_minute_window_flag_a_card() -> None:
     four_in_a_window = [attempted(VISA, m) for m in (0.0, 1.0, 2.5, 4.9)]
     four_spread_out = [attempted(AMEX, m) for m in (0.1, 6.0, 11.0, 16.0)]

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine, create_engine, make_url, select
 
 from eventsource import EventStore
@@ -51,7 +52,9 @@ def main(argv: list[str] | None = None) -> None:
         default=os.environ.get("EVENTSOURCE_CONNECT_URL"),
         help="A Kafka Connect worker's REST URL: a file sink then copies payments.card_alerts.",
     )
-    parser.add_argument("--keep", action="store_true", help="Keep the databases afterwards.")
+    parser.add_argument(
+        "--keep", action="store_true", help="Keep the databases and the topics afterwards."
+    )
     args = parser.parse_args(argv)
     if not args.postgres or not args.kafka:
         sys.exit(
@@ -62,7 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     run = uuid.uuid4().hex[:8]
     prefix = f"shop-{run}."
     os.environ.setdefault("SAMPLE_UNPAID_TIMEOUT", "3")
-    with databases(args.postgres, run, keep=args.keep) as urls:
+    with (
+        databases(args.postgres, run, keep=args.keep) as urls,
+        topics(args.kafka, prefix, keep=args.keep),
+    ):
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("EVENTSOURCE_")},
             "EVENTSOURCE_KAFKA_BOOTSTRAP_SERVERS": args.kafka,
@@ -152,6 +158,19 @@ def databases(admin_url: str, run: str, *, keep: bool) -> Iterator[dict[str, str
                 for name in names.values():
                     conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@contextmanager
+def topics(servers: str, prefix: str, *, keep: bool) -> Iterator[None]:
+    """The run's topics (all under `prefix`), deleted afterwards unless kept."""
+    try:
+        yield
+    finally:
+        if not keep:
+            admin = AdminClient({"bootstrap.servers": servers})
+            names = [t for t in admin.list_topics(timeout=30).topics if t.startswith(prefix)]
+            for future in (admin.delete_topics(names) if names else {}).values():
+                future.result(30)
 
 
 @contextmanager

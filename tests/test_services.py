@@ -51,6 +51,7 @@ def test_kafka_transactional_round_trip(kafka_servers: str) -> None:
             values.append(message.value())
     finally:
         consumer.close()
+        admin.delete_topics([topic])[topic].result(30)
     assert values == [f"committed-{i}".encode() for i in range(25)]
 
     version = admin.describe_cluster().result(30)

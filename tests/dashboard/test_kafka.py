@@ -49,6 +49,8 @@ def test_on_kafka_the_page_shows_the_relay_backlog_and_lag_per_partition(
         snapshot = sampler.sample()
     finally:
         sampler.close()
+        admin = TopicAdmin(kafka)
+        admin.delete(admin.list_topics(prefix))
     assert snapshot["mode"] == f"Kafka {kafka_servers}"
     [shown] = snapshot["contexts"]
     assert shown["error"] is None

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
 
 from tests.conftest import require_kafka, require_postgres
 from tests.connect.conftest import Connect
@@ -19,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_kafka_demo_read_models_match_the_story(connect: Connect) -> None:
+    admin = AdminClient({"bootstrap.servers": require_kafka()})
+    before = demo_topics(admin)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTSOURCE_")}
     env.update(
         {
@@ -59,3 +62,10 @@ def test_kafka_demo_read_models_match_the_story(connect: Connect) -> None:
         "[ok] the sink wrote each card alert once, to ",
     ):
         assert line in out, out
+    # Its topics (a prefix of its own) went with its databases.
+    assert "topics prefixed 'shop-" in out
+    assert demo_topics(admin) <= before
+
+
+def demo_topics(admin: AdminClient) -> set[str]:
+    return {t for t in admin.list_topics(timeout=30).topics if t.startswith("shop-")}

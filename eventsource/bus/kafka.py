@@ -33,7 +33,6 @@ from eventsource.retry import Outage
 
 log = logging.getLogger(__name__)
 
-_new = tuple.__new__
 BEGINNING = OFFSET_BEGINNING
 END = OFFSET_END
 # Messages taken from librdkafka at a time. A `consume` of a whole batch

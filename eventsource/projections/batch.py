@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import (
@@ -28,7 +29,7 @@ from sqlalchemy.exc import (
 )
 
 from eventsource.bus.base import LogMessage, TopicPartition
-from eventsource.bus.polled import ends_of
+from eventsource.bus.polled import Polled, ends_of
 from eventsource.errors import DecodeError, StoreUnavailable
 from eventsource.events.base import Event
 from eventsource.events.records import StoredEvent
@@ -298,10 +299,19 @@ class Batches:
         """The messages of partitions still held: those revoked since the poll
         belong to another worker now."""
         held = self.held
-        # Usually all are: find out from the batch's partitions, and filter only if not.
-        if all(tp in held for tp in ends_of(messages)):
+        # Usually all are: find out from a Kafka batch's partitions, or from
+        # a list in one pass in C (a (topic, partition) pair is equal to its
+        # `TopicPartition`), and filter only if not.
+        if isinstance(messages, Polled):
+            everything = all(tp in held for tp in messages.ends)
+        else:
+            everything = all(map(held.__contains__, map(_partition_of, messages)))
+        if everything:
             return messages
         return [m for m in messages if m.topic_partition in held]
+
+
+_partition_of = itemgetter(0, 1)  # a LogMessage's (topic, partition)
 
 
 class _Handlers(dict[type[Event], Callable[..., None] | None]):

@@ -39,7 +39,7 @@ from eventsource.projections import deadletters, positions
 from eventsource.projections.base import Consumer, Reactor
 from eventsource.projections.tables import dead_letters, projections
 from eventsource.projections.tables import positions as positions_table
-from eventsource.projections.worker import BatchStats, Worker
+from eventsource.projections.worker import PROJECTION_BATCH, BatchStats, Worker
 from eventsource.store.engine import write_connection
 from eventsource.store.eventstore import EventStore
 from eventsource.store.migrate import upgrade_schema
@@ -90,7 +90,7 @@ def rebuild(
     *,
     engine: Engine | None = None,
     store: EventStore | None = None,
-    batch_size: int = 5000,
+    batch_size: int = PROJECTION_BATCH,
     restart: bool = False,
     stop: threading.Event | None = None,
     progress: ProgressCallback | None = None,

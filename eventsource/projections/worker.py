@@ -37,6 +37,7 @@ from eventsource.projections.inbox import Inbox
 from eventsource.projections.members import HEARTBEAT_SECONDS
 from eventsource.projections.pipeline import CommitPipeline
 from eventsource.projections.positions import Position
+from eventsource.projections.sizing import BatchSizer
 from eventsource.projections.tables import create_missing
 from eventsource.retry import Outage, RetryPolicy, Stopped, is_transient
 from eventsource.store.engine import read_transaction
@@ -48,14 +49,17 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Events per batch at most, unless the caller says. A projection's batch is
-# one transaction of the view: 5,000 events of a fast fold are under 0.1 s of
-# work, about Kafka Streams' commit interval under exactly-once, and each
-# batch's commit, positions and statements are paid once for all of them. A
-# reactor's batch holds the store's commit-order lock, which the
-# application's own saves wait for: it stays small.
-PROJECTION_BATCH = 5000
+# Events per batch at most, unless the caller says; within that, a batch is
+# about a quarter of a second of work (`sizing`). A projection's batch is one
+# transaction of the view, whose commit, positions and statements are paid
+# once for all of its events: 20,000 events of a fast fold are about that
+# quarter of a second. A reactor's batch holds the store's commit-order
+# lock, which the application's own saves wait for: it stays small.
+PROJECTION_BATCH = 20_000
 REACTOR_BATCH = 1000
+# Below this many events a batch, a projection into PostgreSQL commits on
+# its own thread only under a short switch interval (`_commits_behind`).
+BEHIND_AT_DEFAULT_SWITCH = 5000
 
 __all__ = ["BatchStats", "Worker"]
 
@@ -72,9 +76,11 @@ class Worker:
     to `store`, whose database also holds their positions, so their new
     events and positions commit together. `start_at` overrides the
     consumer's own `start_at` (a rebuild starts at the beginning).
-    `batch_size` caps the events of one transaction (by default 5,000 for a
+    `batch_size` caps the events of one transaction (by default 20,000 for a
     projection, 1,000 for a reactor); a batch is what the log has ready, so
-    at a trickle each event is its own batch.
+    at a trickle each event is its own batch, and about a quarter of a
+    second of work at most, so a slow handler gets small batches and the
+    worker still beats its heartbeat.
 
     While `run` runs, the worker's thread is the only one that touches its
     view and connections: `fire_deadlines` and `replay_parked` called from
@@ -118,7 +124,7 @@ class Worker:
         self.view = self.context.view
         if batch_size is None:
             batch_size = REACTOR_BATCH if isinstance(consumer, Reactor) else PROJECTION_BATCH
-        self.batch_size = batch_size
+        self.sizer = BatchSizer(batch_size)
         self.poll_timeout = poll_timeout
         self.name = self.context.name
         self.key = self.context.key
@@ -155,6 +161,15 @@ class Worker:
         self._ownership = threading.RLock()
         self._running = False
         self._started = False
+
+    @property
+    def batch_size(self) -> int:
+        """The most events one batch holds (set it to change it)."""
+        return self.sizer.cap
+
+    @batch_size.setter
+    def batch_size(self, cap: int) -> None:
+        self.sizer = BatchSizer(cap)
 
     @property
     def running(self) -> bool:
@@ -323,22 +338,27 @@ class Worker:
         The committer waits for the GIL after each of its few statements, up
         to a switch interval each time. Under a short one
         (`EVENTSOURCE_TUNE_INTERPRETER`'s 1 ms) that is always hidden; under
-        CPython's default 5 ms only behind batches as large as the default,
+        CPython's default 5 ms only behind batches of 5,000 events or more,
         which take tens of milliseconds to fold: behind smaller ones one
         thread was the faster.
         """
         return (
             self.engine.dialect.name == "postgresql"
             and not isinstance(self.consumer, Reactor)
-            and (sys.getswitchinterval() <= SWITCH_INTERVAL or self.batch_size >= PROJECTION_BATCH)
+            and (
+                sys.getswitchinterval() <= SWITCH_INTERVAL
+                or self.batch_size >= BEHIND_AT_DEFAULT_SWITCH
+            )
         )
 
     def _step(self) -> BatchStats:
         self._settle(reapply=True)
-        messages = self.log.poll(self.batch_size, self.poll_timeout)
+        messages = self.log.poll(self.sizer.size, self.poll_timeout)
         stats = BatchStats(messages=len(messages))
         if messages:
+            polled = time.monotonic()
             self.failures.apply(messages, stats)
+            self.sizer.took(len(messages), time.monotonic() - polled)
         else:
             self.assignment.check_when_idle()
         return stats
@@ -347,7 +367,8 @@ class Worker:
         """`_step`, but the batch commits on the pipeline's thread while the next is read."""
         pipeline = self._pipeline
         assert pipeline is not None
-        messages = self.log.poll(self.batch_size, self.poll_timeout)
+        messages = self.log.poll(self.sizer.size, self.poll_timeout)
+        polled = time.monotonic()
         stats = BatchStats(messages=len(messages))
         if not pipeline.settle(reapply=True):
             return stats  # positions were re-read: what was polled is stale
@@ -364,6 +385,8 @@ class Worker:
             self.failures.apply(pending, stats, failed=exc)
             return stats
         pipeline.submit(batch, stats)
+        # Its commit overlaps the next poll; waiting for the one before is counted.
+        self.sizer.took(len(pending), time.monotonic() - polled)
         return stats
 
     def _settle(self, *, reapply: bool) -> bool:

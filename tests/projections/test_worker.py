@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from uuid import uuid4
@@ -26,6 +27,7 @@ from eventsource import (
     handles,
 )
 from eventsource.errors import PoisonEvent, ProjectionVersionMismatch
+from eventsource.projections.batch import BatchStats
 from eventsource.projections.tables import positions
 from eventsource.store.engine import create_engine
 from tests.conftest import ROOT, unique
@@ -63,25 +65,67 @@ def assert_positions_at_end(harness: Harness, name: str) -> None:
 
 
 @pytest.mark.parametrize("harness", [EMBEDDED], indirect=True)
-def test_a_projection_takes_up_to_5000_events_a_batch_and_a_reactor_1000(
+def test_batches_start_small_and_grow_to_the_cap_a_reactors_cap_is_1000(
     harness: Harness,
 ) -> None:
     count = populate(harness.source, events=6000, accounts=40)
-    sizes: dict[str, list[int]] = {"projection": [], "reactor": []}
-    for kind, consumer, target in (
-        ("projection", balances(harness.context, unique("pj_big"))(), {"engine": harness.views}),
-        ("reactor", audits(harness.context, unique("pj_small"))(), {"store": harness.own_store()}),
+    sizes: dict[str, list[int]] = {"projection": [], "capped": [], "reactor": []}
+    views, store = {"engine": harness.views}, {"store": harness.own_store()}
+    for kind, consumer, target, cap in (
+        ("projection", balances(harness.context, unique("pj_big"))(), views, None),
+        ("capped", balances(harness.context, unique("pj_cap"))(), views, 700),
+        ("reactor", audits(harness.context, unique("pj_small"))(), store, None),
     ):
-        worker = Worker(consumer, harness.log(), **target)  # type: ignore[arg-type]
+        worker = Worker(consumer, harness.log(), batch_size=cap, **target)  # type: ignore[arg-type]
+        assert worker.batch_size == (cap or (1000 if kind == "reactor" else 20_000))
         try:
             worker.run(
                 until_caught_up=True, on_batch=lambda _w, s, k=kind: sizes[k].append(s.messages)
             )
         finally:
             worker.close()
-    assert sum(sizes["projection"]) == sum(sizes["reactor"]) == count
-    assert max(sizes["projection"]) == 5000
-    assert max(sizes["reactor"]) == 1000
+    for batches in sizes.values():
+        assert sum(batches) == count
+        assert batches[0] == 100  # before anything was measured
+    # A fast fold asks for more once it has seen how fast it is.
+    assert max(sizes["projection"]) > 1000
+    assert max(sizes["capped"]) == 700
+    assert max(sizes["reactor"]) <= 1000
+
+
+@pytest.mark.parametrize("harness", [EMBEDDED], indirect=True)
+def test_a_slow_handler_gets_small_batches_so_the_worker_beats_between_them(
+    harness: Harness,
+) -> None:
+    count = populate(harness.source, events=400, accounts=10)
+
+    def slowly(self: BalancesBase, event: Event, view: View) -> None:
+        time.sleep(0.01)  # a handler that waits on something: 10 ms an event
+
+    cls = balances(harness.context, unique("pj_slow"), touch=slowly)
+    sizes: list[int] = []
+    seconds: list[float] = []
+    last = time.monotonic()
+
+    def noted(_w: Worker, stats: BatchStats) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if stats.messages:
+            sizes.append(stats.messages)
+            seconds.append(now - last)
+        last = now
+
+    worker = Worker(cls(), harness.log(), engine=harness.views)
+    try:
+        worker.run(until_caught_up=True, on_batch=noted)
+    finally:
+        worker.close()
+    assert sum(sizes) == count
+    assert sizes[0] == 100
+    # About a quarter of a second of work each after the first (which is
+    # all the worker knows before it has measured), not 20,000 events.
+    assert max(sizes[1:]) <= 50
+    assert max(seconds[1:]) < 1.0
 
 
 def test_folds_a_stream_exactly_once(harness: Harness) -> None:

@@ -24,6 +24,7 @@ from eventsource.errors import ConfigurationError
 from eventsource.projections.base import Consumer
 from eventsource.projections.runner import load_class
 from eventsource.projections.status import ConsumerStatus
+from eventsource.projections.worker import PROJECTION_BATCH, REACTOR_BATCH
 
 BATCH = click.IntRange(min=1)
 
@@ -40,8 +41,9 @@ def projection() -> None:
     "--batch-size",
     type=BATCH,
     help=(
-        "Events per transaction at most (default: 20000 for a projection, 1000 for a"
-        " reactor); within it, a batch is about a quarter of a second of work."
+        f"Events per transaction at most (default: {PROJECTION_BATCH} for a projection,"
+        f" {REACTOR_BATCH} for a reactor); within it, a batch is about a quarter of a"
+        " second of work."
     ),
 )
 @click.option("--until-caught-up", is_flag=True, help="Stop once the end of the log is applied.")
@@ -220,7 +222,7 @@ def projection_reset(
 @context_options
 @click.option(
     "--batch-size",
-    default=20_000,
+    default=PROJECTION_BATCH,
     show_default=True,
     type=BATCH,
     help="Events per transaction at most; within it, about a quarter of a second of work.",
